@@ -1,0 +1,105 @@
+"""A run's files: metrics.csv, summary.json and checkpoints. Their fields are the contract analysis reads.
+
+metrics.csv   one row per evaluation: METRIC_FIELDS
+summary.json  status, grokked, grok_epoch, memorized_epoch, final accuracies, epochs_run, wall_seconds,
+              ratio = d_model / p, and the key hyperparameters
+checkpoints/  last.pt (the latest) and epoch_NNNNNNN.pt (every train.checkpoint_every epochs): model,
+              optimizer, scheduler, filter and RNG states, epoch, detector state
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm", "lr", "elapsed")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temp file, fsync, then rename: a kill leaves the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """Appends evaluation rows to metrics.csv; on resume keeps only rows up to the checkpoint's epoch."""
+
+    def __init__(self, path: Path, resume_epoch: int = 0):
+        self.path = path
+        self.rows = read_metrics(path) if resume_epoch and path.exists() else []
+        self.rows = [r for r in self.rows if r["epoch"] <= resume_epoch]
+        atomic_write(path, lambda fh: fh.write(self._render(self.rows, header=True).encode()))
+        self._fh = open(path, "a", newline="")
+
+    @staticmethod
+    def _render(rows: list[dict], header: bool) -> str:
+        lines = [",".join(METRIC_FIELDS)] if header else []
+        lines += [",".join(_fmt(r[k]) for k in METRIC_FIELDS) for r in rows]
+        return "".join(line + "\n" for line in lines)
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        self._fh.write(self._render([row], header=False))
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _fmt(v) -> str:
+    return str(v) if isinstance(v, int) else f"{v:.6g}"
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.csv as a list of dicts (epoch int, the rest float). A torn last line is dropped."""
+    rows = []
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            try:
+                rows.append({k: int(r[k]) if k == "epoch" else float(r[k]) for k in METRIC_FIELDS})
+            except (TypeError, ValueError):
+                break
+    return rows
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    atomic_write(path, lambda fh: fh.write((json.dumps(summary, indent=2) + "\n").encode()))
+
+
+def rng_state() -> dict:
+    """Every RNG as tensors and plain values, so the checkpoint loads with weights_only=True."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Tensors and plain containers only: a checkpoint from elsewhere cannot run code."""
+    return torch.load(path, map_location=map_location, weights_only=True)

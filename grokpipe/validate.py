@@ -1,0 +1,102 @@
+"""Every check on a composed config, run before anything heavy. An error names the key, the value, what is allowed."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from grokpipe.tasks import OPS
+
+MODELS = ("transformer", "nanda", "mlp", "tied_mlp")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+LOGGERS = ("wandb", "none")
+
+
+class ConfigError(ValueError):
+    """A config value grokpipe refuses; str() is the one line shown to the user."""
+
+
+def is_prime(n: int) -> bool:
+    return n >= 2 and all(n % k for k in range(2, int(n**0.5) + 1))
+
+
+def _require(ok: bool, key: str, value, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _number(cfg: DictConfig, key: str):
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}={value!r} is not allowed: must be a number")
+    return value
+
+
+def _int(cfg: DictConfig, key: str) -> int:
+    value = _number(cfg, key)
+    _require(isinstance(value, int), key, value, "must be an integer")
+    return value
+
+
+def _secret_keys(node, prefix: str = ""):
+    from grokpipe.wandb_log import SECRET_KEY
+
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if SECRET_KEY.search(str(key)):
+            yield path
+        if isinstance(value, DictConfig):
+            yield from _secret_keys(value, path + ".")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first value that cannot make a run."""
+    for key in _secret_keys(cfg):
+        raise ConfigError(
+            f"{key} is not allowed: secrets come from the environment (e.g. WANDB_API_KEY), never from the config"
+        )
+    t, m, o, tr = cfg.task, cfg.model, cfg.optim, cfg.train
+    _require(t.op in OPS, "task.op", t.op, f"one of {', '.join(OPS)}")
+    if t.op != "s5":
+        p = _int(cfg, "task.p")
+        _require(is_prime(p), "task.p", p, "must be a prime (e.g. 23, 47, 59, 97, 113)")
+    frac = _number(cfg, "task.train_frac")
+    _require(0 < frac < 1, "task.train_frac", frac, "must lie strictly between 0 and 1")
+    _int(cfg, "task.split_seed")
+
+    _require(m.name in MODELS, "model.name", m.name, f"one of {', '.join(MODELS)}")
+    d = _int(cfg, "model.d_model")
+    _require(d > 0, "model.d_model", d, "must be a positive integer")
+    if "n_heads" in m:
+        heads = _int(cfg, "model.n_heads")
+        _require(heads > 0, "model.n_heads", heads, "must be a positive integer")
+        _require(d % heads == 0, "model.d_model", d, f"must be divisible by model.n_heads={heads}")
+        layers = _int(cfg, "model.n_layers")
+        _require(layers > 0, "model.n_layers", layers, "must be a positive integer")
+    if "hidden" in m:
+        _require(_int(cfg, "model.hidden") > 0, "model.hidden", m.hidden, "must be a positive integer")
+
+    _require(o.name in OPTIMIZERS, "optim.name", o.name, f"one of {', '.join(OPTIMIZERS)}")
+    lr = _number(cfg, "optim.lr")
+    _require(lr > 0, "optim.lr", lr, "must be > 0")
+    wd = _number(cfg, "optim.wd")
+    _require(wd >= 0, "optim.wd", wd, "must be >= 0")
+    _require(_int(cfg, "optim.warmup_steps") >= 0, "optim.warmup_steps", o.warmup_steps, "must be >= 0")
+    if o.grokfast.enabled:
+        alpha = _number(cfg, "optim.grokfast.alpha")
+        _require(0 <= alpha < 1, "optim.grokfast.alpha", alpha, "must lie in [0, 1)")
+
+    epochs = _int(cfg, "train.max_epochs")
+    _require(epochs > 0, "train.max_epochs", epochs, "must be a positive integer")
+    ev = _int(cfg, "train.eval_every")
+    _require(ev > 0, "train.eval_every", ev, "must be a positive integer")
+    if tr.batch_size is not None:
+        _require(_int(cfg, "train.batch_size") > 0, "train.batch_size", tr.batch_size, "a positive integer or null")
+    if tr.patience is not None:
+        _require(_int(cfg, "train.patience") >= 0, "train.patience", tr.patience, "an integer >= 0 or null")
+    for key in ("latest_every", "checkpoint_every", "print_every"):
+        _require(_int(cfg, f"train.{key}") >= 0, f"train.{key}", tr[key], "must be an integer >= 0")
+    _require(tr.device in DEVICES, "train.device", tr.device, f"one of {', '.join(DEVICES)}")
+    _require(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, f"one of {', '.join(LOGGERS)}")

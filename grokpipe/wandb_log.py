@@ -1,0 +1,121 @@
+"""Weights & Biases for one run: offline when no credentials, never a prompt, never a crash.
+
+W&B is a mirror of the local files: any failure (no key, helper killed by SLURM's SIGTERM, full disk)
+is reported once and logging stops, while training and metrics.csv go on.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import re
+import secrets
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+SECRET_KEY = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
+
+
+def has_credentials() -> bool:
+    """An API key in the environment or in ~/.netrc for the W&B host (what `wandb login` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def choose_mode(mode: str) -> str:
+    """`auto` goes online only with credentials; WANDB_MODE in the environment wins over the config."""
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return env
+    if mode == "auto":
+        return "online" if has_credentials() else "offline"
+    return mode
+
+
+def scrub(config: dict) -> dict:
+    """Drop any key that names a secret, at any depth: keys never reach a run's config."""
+    out = {}
+    for k, v in config.items():
+        if SECRET_KEY.search(str(k)):
+            continue
+        out[k] = scrub(v) if isinstance(v, dict) else v
+    return out
+
+
+@contextmanager
+def masked_argv():
+    """W&B records the command line; `key=value` arguments whose key names a secret go in as `key=***`."""
+    saved = sys.argv
+    sys.argv = [f"{a.split('=', 1)[0]}=***" if "=" in a and SECRET_KEY.search(a.split("=", 1)[0]) else a for a in saved]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+class WandbRun:
+    """One W&B run bound to a run dir; its id is kept in `wandb_id.txt` so a resumed run continues it."""
+
+    def __init__(self, cfg: dict, run_dir: Path, name: str):
+        self.run = None
+        lc = cfg["logger"]
+        try:
+            import wandb
+
+            id_file = run_dir / "wandb_id.txt"
+            run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(6)
+            id_file.write_text(run_id + "\n")
+            with masked_argv():
+                self.run = wandb.init(
+                    project=lc["project"],
+                    entity=lc.get("entity"),
+                    group=lc.get("group"),
+                    job_type=lc.get("job_type"),
+                    tags=list(lc.get("tags") or []),
+                    name=name,
+                    id=run_id,
+                    resume="allow",
+                    dir=str(run_dir),
+                    mode=choose_mode(lc.get("mode", "auto")),
+                    config=scrub(cfg),
+                    reinit="finish_previous",
+                    settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+                )
+        except Exception as exc:  # W&B is optional: say why once, keep training
+            self._degrade("start", exc)
+
+    def _degrade(self, what: str, exc: BaseException) -> None:
+        print(
+            f"warning: W&B {what} failed ({type(exc).__name__}: {exc}); continuing with local files only",
+            file=sys.stderr,
+        )
+        self.run = None
+
+    def log(self, row: dict) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.log(row, step=int(row["epoch"]))
+        except Exception as exc:
+            self._degrade("log", exc)
+
+    def finish(self, summary: dict, exit_code: int = 0) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.summary.update(summary)
+            self.run.finish(exit_code=exit_code)
+        except Exception as exc:
+            self._degrade("finish", exc)
+        self.run = None
+
+    @property
+    def dir(self) -> str | None:
+        return None if self.run is None else self.run.dir

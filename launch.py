@@ -1,0 +1,15 @@
+"""grokpipe entry point: `python launch.py [overrides]`, or `-m` for a sweep."""
+
+import hydra
+from omegaconf import DictConfig
+
+from grokpipe.cli import main as run_job
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return run_job(cfg)
+
+
+if __name__ == "__main__":
+    main()

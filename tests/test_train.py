@@ -1,0 +1,127 @@
+"""Real trainings on the CPU: every model steps, runs are reproducible, resumable, and a small run groks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAST_GROK, compose_cfg
+
+from grokpipe.models import build_model
+from grokpipe.optim import Grokfast, build_optimizer, build_scheduler
+from grokpipe.outputs import METRIC_FIELDS, load_checkpoint, read_metrics
+from grokpipe.tasks import make_dataset
+from grokpipe.train import run, train_step
+
+SHORT = [
+    "task.p=23",
+    "train.max_epochs=60",
+    "train.eval_every=10",
+    "logger=none",
+    "train.plot=false",
+    "train.print_every=0",
+    "train.latest_every=20",
+    "train.checkpoint_every=30",
+]
+
+
+@pytest.mark.parametrize("model", ["transformer", "nanda", "mlp", "tied_mlp"])
+@pytest.mark.parametrize("optim", ["adamw", "adam", "sgd"])
+def test_every_model_trains_a_step(model, optim):
+    cfg = compose_cfg(
+        [
+            f"model={model}",
+            f"optim={optim}",
+            "model.d_model=32",
+            "task.p=23",
+            "optim.warmup_steps=0",
+            "optim.grokfast.enabled=true",
+        ]
+    )
+    data = make_dataset("add", 23, 0.5, 0)
+    torch.manual_seed(0)
+    net = build_model(cfg.model, data.vocab_size, data.n_classes)
+    opt, gf = build_optimizer(cfg.optim, net), Grokfast(net, 0.9, 2.0)
+    before = [p.detach().clone() for p in net.parameters()]
+    loss0 = F.cross_entropy(net(data.train_x), data.train_y).item()
+    for _ in range(5):
+        train_step(net, opt, build_scheduler(cfg.optim, opt), gf, data.train_x, data.train_y)
+    loss1 = F.cross_entropy(net(data.train_x), data.train_y).item()
+    assert net(data.val_x).shape == (len(data.val_y), 23)
+    assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert loss1 < loss0
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path):
+    a = run(compose_cfg(SHORT), tmp_path / "a")
+    b = run(compose_cfg(SHORT), tmp_path / "b")
+    c = run(compose_cfg(SHORT + ["train.seed=1"]), tmp_path / "c")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]  # noqa: E731
+    ma, mb, mc = (strip(read_metrics(tmp_path / n / "metrics.csv")) for n in "abc")
+    assert len(ma) == 6 and ma == mb and ma != mc
+    assert a["final_val_acc"] == b["final_val_acc"]
+    assert c["seed"] == 1
+
+
+def test_outputs_follow_the_contract(tmp_path):
+    summary = run(compose_cfg(SHORT + ["train.plot=true"]), tmp_path)
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert header == ",".join(METRIC_FIELDS)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == summary
+    for key in (
+        "status",
+        "grokked",
+        "grok_epoch",
+        "memorized_epoch",
+        "final_train_acc",
+        "final_val_acc",
+        "epochs_run",
+        "wall_seconds",
+        "ratio",
+        "d_model",
+        "p",
+        "wd",
+        "lr",
+        "seed",
+    ):
+        assert key in on_disk
+    assert on_disk["ratio"] == pytest.approx(64 / 23) and on_disk["epochs_run"] == 60
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert ckpts == ["epoch_0000030.pt", "epoch_0000060.pt", "last.pt"]
+    state = load_checkpoint(tmp_path / "checkpoints" / "epoch_0000030.pt")
+    assert state["epoch"] == 30 and {"model", "optimizer", "rng"} <= set(state)
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = run(compose_cfg(SHORT), tmp_path / "straight")
+    run(compose_cfg([*SHORT, "train.max_epochs=40"]), tmp_path / "split")
+    # a later epoch limit on the same dir resumes from checkpoints/last.pt (epoch 40)
+    resumed = run(compose_cfg(SHORT), tmp_path / "split")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "split" / "metrics.csv")) == strip(
+        read_metrics(tmp_path / "straight" / "metrics.csv")
+    )
+    assert resumed["final_val_acc"] == straight["final_val_acc"]
+
+
+def test_finished_run_is_not_trained_again(tmp_path):
+    first = run(compose_cfg(SHORT), tmp_path)
+    again = run(compose_cfg(SHORT), tmp_path)
+    assert again == first
+
+
+@pytest.mark.slow
+def test_small_run_groks(tmp_path):
+    s = run(compose_cfg(FAST_GROK), tmp_path)
+    assert s["status"] == "grokked" and s["grokked"]
+    assert s["final_val_acc"] >= 0.95
+    assert s["memorized_epoch"] is not None and s["grok_epoch"] > s["memorized_epoch"]
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert s["epochs_run"] == rows[-1]["epoch"] < 3000  # stopped by patience after grokking
+    at_grok = [r for r in rows if r["epoch"] >= s["grok_epoch"]][:10]
+    assert all(r["val_acc"] >= 0.95 for r in at_grok)
+    assert [r["val_acc"] for r in rows if r["epoch"] == s["grok_epoch"] - 10][0] < 0.95
