@@ -1,9 +1,12 @@
 """grokpipe entry point: `python launch.py [overrides]`, or `-m` for a sweep."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from grokpipe.cli import main as run_job
+from grokpipe.sweep_summary import exit_status
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -13,3 +16,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     main()
+    sys.exit(exit_status())

@@ -1,26 +1,55 @@
-"""What launch.py runs for each Hydra job: validate, train in the job's output dir, print the summary."""
+"""What launch.py runs for each Hydra job: validate, train in the job's output dir, print the summary.
+
+In a sweep a failing cell is recorded (summary.json status `failed`) and the other cells go on;
+launch.py's exit status then says whether every cell succeeded.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
 
-from grokpipe.validate import ConfigError, validate
+from grokpipe.outputs import write_summary
+from grokpipe.validate import ConfigError, prepare
+
+
+def sweep_group(sweep_dir: str) -> str:
+    """W&B group shared by every cell of one sweep and by its summary run."""
+    path = Path(sweep_dir)
+    return f"sweep-{path.parent.name}_{path.name}"
 
 
 def main(cfg: DictConfig) -> float | None:
     """Returns the grok epoch (None if the run did not grok), the value a sweep optimiser would read."""
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        validate(cfg)
+        prepare(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if in_sweep:  # the sweeper validated every cell already; keep the others going
+            write_summary(run_dir / "summary.json", {"status": "failed", "error": str(exc)})
+            return None
         sys.exit(2)
+    if cfg.logger.get("group") is None and in_sweep:
+        with open_dict(cfg):
+            cfg.logger.group = sweep_group(hydra_cfg.sweep.dir)
     from grokpipe.train import run
 
-    summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        summary = run(cfg, run_dir)
+    except Exception as exc:
+        if not in_sweep:
+            raise
+        traceback.print_exc()
+        write_summary(run_dir / "summary.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        return None
     print(json.dumps(summary, indent=2), flush=True)
     return summary["grok_epoch"]

@@ -22,8 +22,9 @@ from grokpipe.outputs import (
     write_summary,
 )
 from grokpipe.progress import Progress
+from grokpipe.signals import StopRequest
 from grokpipe.tasks import make_dataset
-from grokpipe.validate import validate
+from grokpipe.validate import prepare, task_size
 
 FINISHED = ("grokked", "completed", "diverged")
 
@@ -40,8 +41,7 @@ def pick_device(name: str) -> torch.device:
 
 def ratio(cfg: DictConfig) -> float:
     """Model width relative to the task size: d_model / p (or / group order for S5)."""
-    n = 120 if cfg.task.op == "s5" else cfg.task.p
-    return cfg.model.d_model / n
+    return cfg.model.d_model / task_size(cfg)
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -71,7 +71,7 @@ def weight_norm(model) -> float:
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one config in `run_dir`, resuming from checkpoints/last.pt if one is there. Returns summary.json."""
-    validate(cfg)
+    prepare(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
@@ -136,89 +136,98 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     elapsed = lambda: prior_seconds + time.time() - t0  # noqa: E731
     progress = Progress(tc.max_epochs, start_epoch, tc.print_every, run_name(cfg))
     full_batch = tc.batch_size is None or tc.batch_size >= len(data.train_y)
-    status, epoch = "running", start_epoch
-    try:
-        for epoch in range(start_epoch + 1, tc.max_epochs + 1):
-            model.train()
-            if full_batch:
-                train_step(model, optimizer, scheduler, grokfast, data.train_x, data.train_y)
-            else:
-                order = torch.randperm(len(data.train_y), generator=shuffle).to(device)
-                for idx in order.split(tc.batch_size):
-                    train_step(model, optimizer, scheduler, grokfast, data.train_x[idx], data.train_y[idx])
+    with StopRequest() as stop:
+        status, epoch = "running", start_epoch
+        try:
+            for epoch in range(start_epoch + 1, tc.max_epochs + 1):
+                model.train()
+                if full_batch:
+                    train_step(model, optimizer, scheduler, grokfast, data.train_x, data.train_y)
+                else:
+                    order = torch.randperm(len(data.train_y), generator=shuffle).to(device)
+                    for idx in order.split(tc.batch_size):
+                        train_step(model, optimizer, scheduler, grokfast, data.train_x[idx], data.train_y[idx])
 
-            if epoch % tc.eval_every == 0:
-                model.eval()
-                train_loss, train_acc = loss_and_acc(model, data.train_x, data.train_y)
-                val_loss, val_acc = loss_and_acc(model, data.val_x, data.val_y)
-                row = {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "train_acc": train_acc,
-                    "val_loss": val_loss,
-                    "val_acc": val_acc,
-                    "weight_norm": weight_norm(model),
-                    "lr": scheduler.get_last_lr()[0],
-                    "elapsed": elapsed(),
-                }
-                metrics.append(row)
-                if logger is not None:
-                    logger.log(row)
-                progress.update(row)
-                if not math.isfinite(train_loss):
-                    status = "diverged"
+                if epoch % tc.eval_every == 0:
+                    model.eval()
+                    train_loss, train_acc = loss_and_acc(model, data.train_x, data.train_y)
+                    val_loss, val_acc = loss_and_acc(model, data.val_x, data.val_y)
+                    row = {
+                        "epoch": epoch,
+                        "train_loss": train_loss,
+                        "train_acc": train_acc,
+                        "val_loss": val_loss,
+                        "val_acc": val_acc,
+                        "weight_norm": weight_norm(model),
+                        "lr": scheduler.get_last_lr()[0],
+                        "elapsed": elapsed(),
+                    }
+                    metrics.append(row)
+                    if logger is not None:
+                        logger.log(row)
+                    progress.update(row)
+                    if not math.isfinite(train_loss):
+                        status = "diverged"
+                        break
+                    detector.update(epoch, train_acc, val_acc)
+                    if detector.grokked and tc.patience is not None and epoch >= detector.grok_epoch + tc.patience:
+                        break
+                if tc.checkpoint_every and epoch % tc.checkpoint_every == 0:
+                    checkpoint(ckpt_dir / f"epoch_{epoch:07d}.pt", epoch, status)
+                if tc.latest_every and epoch % tc.latest_every == 0:
+                    checkpoint(last, epoch, status)
+                if stop.requested:
+                    status = "interrupted"
                     break
-                detector.update(epoch, train_acc, val_acc)
-                if detector.grokked and tc.patience is not None and epoch >= detector.grok_epoch + tc.patience:
-                    break
-            if tc.checkpoint_every and epoch % tc.checkpoint_every == 0:
-                checkpoint(ckpt_dir / f"epoch_{epoch:07d}.pt", epoch, status)
-            if tc.latest_every and epoch % tc.latest_every == 0:
-                checkpoint(last, epoch, status)
-    finally:
-        progress.close()
-        metrics.close()
+        finally:
+            progress.close()
+            metrics.close()
 
-    if status == "running":
-        status = "grokked" if detector.grokked else "completed"
-    checkpoint(last, epoch, status)
-    final = metrics.rows[-1] if metrics.rows else {}
-    summary = {
-        "status": status,
-        "grokked": detector.grokked,
-        "grok_epoch": detector.grok_epoch,
-        "memorized_epoch": detector.memorized_epoch,
-        "final_train_acc": final.get("train_acc"),
-        "final_val_acc": final.get("val_acc"),
-        "final_train_loss": final.get("train_loss"),
-        "final_val_loss": final.get("val_loss"),
-        "epochs_run": epoch,
-        "wall_seconds": round(elapsed(), 3),
-        "ratio": resolved["ratio"],
-        "model": cfg.model.name,
-        "d_model": cfg.model.d_model,
-        "op": cfg.task.op,
-        "p": cfg.task.p,
-        "train_frac": cfg.task.train_frac,
-        "split_seed": cfg.task.split_seed,
-        "optimizer": cfg.optim.name,
-        "lr": cfg.optim.lr,
-        "wd": cfg.optim.wd,
-        "grokfast": bool(cfg.optim.grokfast.enabled),
-        "seed": tc.seed,
-        "max_epochs": tc.max_epochs,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "device": str(device),
-        "run_dir": str(run_dir),
-    }
-    write_summary(run_dir / "summary.json", summary)
-    if tc.plot and metrics.rows:
-        from grokpipe.plots import plot_curves
+        if status == "running":
+            status = "grokked" if detector.grokked else "completed"
+        checkpoint(last, epoch, status)
+        final = metrics.rows[-1] if metrics.rows else {}
+        summary = {
+            "status": status,
+            "grokked": detector.grokked,
+            "grok_epoch": detector.grok_epoch,
+            "memorized_epoch": detector.memorized_epoch,
+            "final_train_acc": final.get("train_acc"),
+            "final_val_acc": final.get("val_acc"),
+            "final_train_loss": final.get("train_loss"),
+            "final_val_loss": final.get("val_loss"),
+            "epochs_run": epoch,
+            "wall_seconds": round(elapsed(), 3),
+            "ratio": resolved["ratio"],
+            "model": cfg.model.name,
+            "d_model": cfg.model.d_model,
+            "op": cfg.task.op,
+            "p": cfg.task.p,
+            "train_frac": cfg.task.train_frac,
+            "split_seed": cfg.task.split_seed,
+            "optimizer": cfg.optim.name,
+            "lr": cfg.optim.lr,
+            "wd": cfg.optim.wd,
+            "grokfast": bool(cfg.optim.grokfast.enabled),
+            "seed": tc.seed,
+            "max_epochs": tc.max_epochs,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "device": str(device),
+            "run_dir": str(run_dir),
+        }
+        write_summary(run_dir / "summary.json", summary)
+        if tc.plot and metrics.rows:
+            from grokpipe.plots import plot_curves
 
-        plot_curves(metrics.rows, run_dir / "curves.png", run_name(cfg), detector.grok_epoch, detector.memorized_epoch)
-    if logger is not None:
-        logger.finish(summary, exit_code=0)
-    return summary
+            plot_curves(
+                metrics.rows, run_dir / "curves.png", run_name(cfg), detector.grok_epoch, detector.memorized_epoch
+            )
+        if logger is not None:
+            logger.finish(summary, exit_code=int(status == "interrupted"))
+        if status == "interrupted":
+            print(f"interrupted at epoch {epoch}: checkpoint saved, resume by launching on {run_dir}", flush=True)
+            stop.hand_over()
+        return summary
 
 
 def _read_summary(run_dir: Path) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from grokpipe.tasks import OPS
 
@@ -43,12 +43,38 @@ def _int(cfg: DictConfig, key: str) -> int:
 def _secret_keys(node, prefix: str = ""):
     from grokpipe.wandb_log import SECRET_KEY
 
-    for key, value in node.items():
+    for key, value in node.items_ex(resolve=False):
         path = f"{prefix}{key}"
+        if path == "hydra":  # Hydra's own settings, not the run's
+            continue
         if SECRET_KEY.search(str(key)):
             yield path
         if isinstance(value, DictConfig):
             yield from _secret_keys(value, path + ".")
+
+
+def task_size(cfg: DictConfig) -> int:
+    """Number of classes: p for the modular ops, 120 for S5."""
+    return 120 if cfg.task.op == "s5" else cfg.task.p
+
+
+def apply_ratio(cfg: DictConfig) -> None:
+    """With `model.ratio` set, d_model = ratio * p rounded to a multiple of the head count (at least one)."""
+    if cfg.model.get("ratio") is None:
+        return
+    r = _number(cfg, "model.ratio")
+    _require(r > 0, "model.ratio", r, "must be > 0 (or null to use model.d_model)")
+    if cfg.task.op != "s5":
+        _int(cfg, "task.p")
+    step = cfg.model.get("n_heads") or 1
+    with open_dict(cfg):
+        cfg.model.d_model = max(step, round(r * task_size(cfg) / step) * step)
+
+
+def prepare(cfg: DictConfig) -> None:
+    """Derive what the config implies (d_model from model.ratio), then validate; raises ConfigError."""
+    apply_ratio(cfg)
+    validate(cfg)
 
 
 def validate(cfg: DictConfig) -> None:

@@ -76,7 +76,7 @@ class WandbRun:
                 self.run = wandb.init(
                     project=lc["project"],
                     entity=lc.get("entity"),
-                    group=lc.get("group"),
+                    group=lc.get("group") or f"{cfg['task']['op']}-p{cfg['task']['p']}",
                     job_type=lc.get("job_type"),
                     tags=list(lc.get("tags") or []),
                     name=name,

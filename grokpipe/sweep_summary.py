@@ -1,0 +1,165 @@
+"""The end of a sweep: one table and one phase diagram from every cell's summary.json.
+
+Written to the sweep dir: sweep_summary.csv (one row per ratio x wd), cells.csv (one row per cell,
+failed ones with their error), phase_diagram.png; a W&B run in the sweep's group holds both.
+The sweep dir's cells.json (written by the sweeper before launch) says which cells to expect.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+SUCCESS = ("grokked", "completed")
+TABLE_FIELDS = ("ratio", "wd", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")
+CELL_FIELDS = (
+    "num",
+    "status",
+    "ratio",
+    "wd",
+    "seed",
+    "d_model",
+    "p",
+    "grok_epoch",
+    "memorized_epoch",
+    "epochs_run",
+    "error",
+    "dir",
+)
+
+_exit_status = 0
+
+
+def exit_status() -> int:
+    """0 when every cell of the last sweep succeeded (grokked or completed), 1 otherwise."""
+    return _exit_status
+
+
+def read_cells(sweep_dir: Path) -> list[dict]:
+    """One record per expected cell: its summary.json, or status `missing` if it never wrote one."""
+    manifest = sweep_dir / "cells.json"
+    if manifest.exists():
+        expected = json.loads(manifest.read_text())
+    else:  # a sweep dir from elsewhere: whatever cells are there
+        expected = [{"num": int(d.name), "dir": str(d)} for d in sweep_dir.iterdir() if d.name.isdigit()]
+    cells = []
+    for entry in sorted(expected, key=lambda e: e["num"]):
+        path = Path(entry["dir"]) / "summary.json"
+        record = {
+            "num": entry["num"],
+            "dir": entry["dir"],
+            "status": "missing",
+            "error": "no summary.json: the job never ran or was killed",
+        }
+        if path.exists():
+            record = {**record, "error": None, **json.loads(path.read_text())}
+        cells.append(record)
+    return cells
+
+
+def table(cells: list[dict]) -> list[dict]:
+    """Per ratio x wd: seeds, how many grokked, grok epoch mean/min/max over the seeds that did."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        if c.get("ratio") is not None:
+            groups.setdefault((round(c["ratio"], 6), c["wd"]), []).append(c)
+    rows = []
+    for (ratio, wd), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        epochs = [c["grok_epoch"] for c in members if c.get("grok_epoch") is not None]
+        done = [c for c in members if c["status"] in SUCCESS]
+        rows.append(
+            {
+                "ratio": ratio,
+                "wd": wd,
+                "n": len(members),
+                "grokked": len(epochs),
+                "share_grokked": round(len(epochs) / len(done), 3) if done else None,
+                "failed": len(members) - len(done),
+                "grok_mean": round(statistics.fmean(epochs), 1) if epochs else None,
+                "grok_min": min(epochs) if epochs else None,
+                "grok_max": max(epochs) if epochs else None,
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    def cell(v):
+        return "-" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+
+    widths = {k: max(len(k), *(len(cell(r[k])) for r in rows)) for k in TABLE_FIELDS} if rows else {}
+    lines = ["  ".join(k.rjust(widths[k]) for k in TABLE_FIELDS)]
+    lines += ["  ".join(cell(r[k]).rjust(widths[k]) for k in TABLE_FIELDS) for r in rows]
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, fields: tuple, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summarize(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Write the sweep summary files; returns (cells, table rows)."""
+    from grokpipe.plots import plot_phase_diagram
+
+    cells = read_cells(sweep_dir)
+    rows = table(cells)
+    _write_csv(sweep_dir / "cells.csv", CELL_FIELDS, cells)
+    _write_csv(sweep_dir / "sweep_summary.csv", TABLE_FIELDS, rows)
+    if rows:
+        plot_phase_diagram(rows, sweep_dir / "phase_diagram.png", title=sweep_dir.name)
+    return cells, rows
+
+
+def log_to_wandb(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict], cells: list[dict]) -> None:
+    """A run of job_type `sweep-summary` in the sweep's group: the table, the cells and the phase diagram."""
+    from grokpipe.wandb_log import WandbRun
+
+    config = {
+        "logger": {
+            **OmegaConf.to_container(cfg.logger, resolve=True),
+            "group": group,
+            "job_type": "sweep-summary",
+            "tags": ["sweep-summary"],
+        },
+        "sweep_dir": str(sweep_dir),
+        "task": {"op": cfg.task.op, "p": cfg.task.p},
+    }
+    run = WandbRun(config, sweep_dir, f"summary-{group}")
+    if run.run is None:
+        return
+    import wandb
+
+    media = {
+        "sweep_summary": wandb.Table(columns=list(TABLE_FIELDS), data=[[r[k] for k in TABLE_FIELDS] for r in rows]),
+        "cells": wandb.Table(columns=list(CELL_FIELDS), data=[[c.get(k) for k in CELL_FIELDS] for c in cells]),
+    }
+    if (sweep_dir / "phase_diagram.png").exists():
+        media["phase_diagram"] = wandb.Image(str(sweep_dir / "phase_diagram.png"))
+    run.log({"epoch": 0, **media})
+    failed = [c for c in cells if c["status"] not in SUCCESS]
+    run.finish({"n_cells": len(cells), "n_failed": len(failed), "n_grokked": sum(r["grokked"] for r in rows)})
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from grokpipe.cli import sweep_group
+
+        global _exit_status
+        sweep_dir = Path(config.hydra.sweep.dir)
+        cells, rows = summarize(sweep_dir)
+        failed = [c for c in cells if c["status"] not in SUCCESS]
+        print(f"\nsweep summary ({len(cells)} cells, {len(failed)} failed): {sweep_dir}")
+        print(format_table(rows))
+        for c in failed:
+            print(f"  cell {c['num']} {c['status']}: {c.get('error')}  ({c['dir']})")
+        if config.logger.name == "wandb":
+            log_to_wandb(config, sweep_dir, config.logger.get("group") or sweep_group(str(sweep_dir)), rows, cells)
+        _exit_status = 1 if failed or not cells else 0

@@ -1,0 +1,119 @@
+"""The grid sweeper: Hydra's basic grid, plus ellipsis ranges, a check of every cell before any launch,
+and a manifest of the cells (`cells.json` in the sweep dir) that the sweep summary reads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import open_dict
+
+from grokpipe.validate import ConfigError, prepare
+
+log = logging.getLogger(__name__)
+ELLIPSIS = "..."
+
+
+def _fmt(x: float, integral: bool) -> str:
+    return str(int(round(x))) if integral else f"{float(f'{x:.12g}')!r}"
+
+
+def expand_ellipsis(key: str, values: list[str]) -> list[str]:
+    """`8,16,...,256` -> the progression the leading terms imply, up to and including the last term.
+
+    Two or more leading terms and one final term. Geometric when the terms share a ratio, arithmetic when
+    they share a step; with two leading terms that fit both (8,16,...,256), geometric: widths and weight
+    decays are swept in powers. Raises ValueError naming the key when no progression reaches the end.
+    """
+    if ELLIPSIS not in values:
+        return values
+    where = values.index(ELLIPSIS)
+    head, tail = values[:where], values[where + 1 :]
+    spec = ",".join(values)
+    if len(head) < 2 or len(tail) != 1:
+        raise ValueError(f"{key}={spec}: write at least two terms before '...' and exactly one after it")
+    try:
+        terms, end = [float(v) for v in head], float(tail[0])
+    except ValueError:
+        raise ValueError(f"{key}={spec}: a range with '...' needs numbers") from None
+    integral = all(float(v).is_integer() and "." not in v for v in [*head, tail[0]])
+
+    def walk(nxt) -> list[float] | None:
+        seq = list(terms)
+        while len(seq) < 10_000:
+            if math.isclose(seq[-1], end, rel_tol=1e-9, abs_tol=1e-12):
+                return seq
+            if (end - seq[-1]) * (seq[-1] - seq[0]) < 0 or abs(seq[-1] - seq[0]) > abs(end - seq[0]) * (1 + 1e-9):
+                return None
+            seq.append(nxt(seq[-1]))
+        return None
+
+    candidates = []
+    if all(t != 0 for t in terms):
+        ratio = terms[1] / terms[0]
+        if ratio > 0 and ratio != 1 and all(math.isclose(b / a, ratio) for a, b in zip(terms, terms[1:])):
+            candidates.append(("geometric", walk(lambda x: x * ratio)))
+    step = terms[1] - terms[0]
+    if step != 0 and all(math.isclose(b - a, step, abs_tol=1e-12) for a, b in zip(terms, terms[1:])):
+        candidates.append(("arithmetic", walk(lambda x: x + step)))
+    for kind, seq in candidates:
+        if seq is not None:
+            log.info(f"{key}: {spec} read as the {kind} progression {len(seq)} terms long")
+            return [_fmt(x, integral) for x in seq]
+    raise ValueError(f"{key}={spec}: no arithmetic or geometric progression from {','.join(head)} reaches {tail[0]}")
+
+
+class GridSweeper(BasicSweeper):
+    def sweep(self, arguments: list[str]):
+        try:
+            arguments = self.expand(arguments)
+            # the preset's grid (hydra.sweeper.params) may use ranges too
+            self.params = dict(text.split("=", 1) for text in self.expand(self._parse_config()))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        self.check_cells(arguments)
+        return super().sweep(arguments)
+
+    def expand(self, texts: list[str]) -> list[str]:
+        """Each override with an ellipsis range rewritten as the explicit list of values."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        out = []
+        for text, override in zip(texts, parser.parse_overrides(texts)):
+            if override.is_discrete_sweep() and ELLIPSIS in (values := list(override.sweep_string_iterator())):
+                key = override.get_key_element()
+                text = f"{key}={','.join(expand_ellipsis(key, values))}"
+            out.append(text)
+        return out
+
+    def check_cells(self, arguments: list[str]) -> None:
+        """Compose and check every cell before anything is launched: one bad cell stops the whole grid.
+        Writes the manifest of cells (`cells.json`) the sweep summary reads."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        parsed = parser.parse_overrides(self._parse_config() + arguments)
+        swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+        (cells,) = self.split_arguments(parsed, None)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        manifest = []
+        for num, overrides in enumerate(cells):
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg):
+                cfg.hydra.job.num = num
+            try:
+                prepare(cfg)
+            except ConfigError as exc:
+                where = " ".join(o for o in overrides if o.split("=", 1)[0] in swept)
+                print(f"error: cell {num} ({where}): {exc}; nothing was launched", file=sys.stderr)
+                sys.exit(2)
+            manifest.append({"num": num, "overrides": list(overrides), "dir": str(sweep_dir / cfg.hydra.sweep.subdir)})
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "cells.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        log.info(f"{len(cells)} cells checked; launching")
+
+    def validate_batch_is_legal(self, batch) -> None:
+        """Every cell was composed and checked in check_cells already."""

@@ -1,0 +1,89 @@
+"""`hydra/launcher=local`: the cells of a sweep in parallel on this machine, one process per core.
+
+Each cell runs in a forked worker with torch's thread count set so workers x threads = cores (two
+one-thread processes beat one two-thread process for these small models). A worker that dies (killed,
+out of memory) is reported as a failed cell; the other cells go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Sequence
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from omegaconf import open_dict
+
+log = logging.getLogger(__name__)
+
+
+class CellProcessDied(RuntimeError):
+    """A worker exited without reporting back (killed by a signal, out of memory, os._exit)."""
+
+
+class LocalLauncher(Launcher):
+    def __init__(self, n_jobs: int | None = None, threads_per_job: int | None = None) -> None:
+        self.n_jobs, self.threads_per_job = n_jobs, threads_per_job
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def _run_cell(self, num: int, overrides: Sequence[str], threads: int, conn) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id = f"{cfg.hydra.job.name}_{num}"
+            cfg.hydra.job.num = num
+        ret = run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=cfg,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        try:
+            conn.send(ret)
+        except Exception as exc:  # an unpicklable return value: report the status at least
+            conn.send(JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError(repr(exc))))
+        conn.close()
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(self.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        cores = os.cpu_count() or 1
+        n_jobs = max(1, min(self.n_jobs or cores, len(job_overrides)))
+        threads = self.threads_per_job or max(1, cores // n_jobs)
+        log.info(f"Launching {len(job_overrides)} jobs locally: {n_jobs} at a time, {threads} torch thread(s) each")
+
+        ctx = multiprocessing.get_context("fork")
+        pending = list(enumerate(job_overrides, start=initial_job_idx))
+        running: dict[int, tuple] = {}  # sentinel -> (num, process, receiving end)
+        results: dict[int, JobReturn] = {}
+        while pending or running:
+            while pending and len(running) < n_jobs:
+                num, overrides = pending.pop(0)
+                log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=self._run_cell, args=(num, overrides, threads, send), daemon=False)
+                proc.start()
+                send.close()
+                running[proc.sentinel] = (num, proc, recv)
+            for sentinel in wait(list(running)):
+                num, proc, recv = running.pop(sentinel)
+                ret = recv.recv() if recv.poll() else None
+                proc.join()
+                if ret is None:
+                    ret = JobReturn(
+                        status=JobStatus.FAILED,
+                        _return_value=CellProcessDied(f"cell {num} exited with code {proc.exitcode}"),
+                    )
+                results[num] = ret
+        return [results[num] for num in sorted(results)]

@@ -1,0 +1,155 @@
+"""Sweeps: ellipsis ranges, the ratio knob, presets, the check of every cell before launch, the local
+launcher, failing cells, and the sweep summary with its phase diagram and W&B run."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+
+import pytest
+from conftest import ROOT, compose_cfg, launch
+from hydra import compose, initialize_config_dir
+from wandb_files import offline_runs, summary
+
+from grokpipe.validate import prepare
+from hydra_plugins.grokpipe_plugins.grid_sweeper import expand_ellipsis
+
+TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]
+
+
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        (["8", "16", "...", "256"], ["8", "16", "32", "64", "128", "256"]),
+        (["8", "16", "24", "...", "48"], ["8", "16", "24", "32", "40", "48"]),
+        (["1", "2", "...", "5"], ["1", "2", "3", "4", "5"]),
+        (["0.01", "0.1", "...", "10"], ["0.01", "0.1", "1.0", "10.0"]),
+        (["0.1", "0.2", "...", "0.5"], ["0.1", "0.2", "0.3", "0.4", "0.5"]),
+        (["64", "32", "...", "8"], ["64", "32", "16", "8"]),
+    ],
+)
+def test_ellipsis_gives_the_progression_the_first_terms_imply(values, expected):
+    assert expand_ellipsis("k", values) == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["8", "...", "64"],
+        ["8", "16", "...", "250"],
+        ["a", "b", "...", "c"],
+        ["8", "16", "..."],
+        ["8", "16", "17", "...", "64"],
+    ],
+)
+def test_ellipsis_without_a_progression_is_refused(values):
+    with pytest.raises(ValueError, match=r"^k="):
+        expand_ellipsis("k", values)
+
+
+def test_ellipsis_error_on_the_command_line_is_one_line(tmp_path):
+    r = launch(["-m", "model.d_model=8,16,...,250", *TINY, f"hydra.sweep.dir={tmp_path}/sw"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: model.d_model=8,16,...,250: no arithmetic or geometric progression from 8,16 reaches 250"
+    )
+    assert "Traceback" not in r.stderr and not (tmp_path / "sw" / "0").exists()
+
+
+def test_one_bad_cell_stops_the_whole_grid_before_launch(tmp_path):
+    r = launch(["-m", *TINY, "task.p=23,24", f"hydra.sweep.dir={tmp_path}/sw", "hydra/launcher=local"], cwd=tmp_path)
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cell 1 (task.p=24") and "task.p=24 is not allowed: must be a prime" in line
+    assert not (tmp_path / "sw" / "0").exists()
+
+
+@pytest.mark.parametrize(
+    "ratio,p,model,d_model",
+    [(1.5, 97, "transformer", 144), (0.25, 97, "transformer", 24), (1.0, 23, "mlp", 23), (0.01, 97, "transformer", 4)],
+)
+def test_ratio_sets_d_model_to_a_multiple_of_the_heads(ratio, p, model, d_model):
+    cfg = compose_cfg([f"model={model}", f"model.ratio={ratio}", f"task.p={p}"])
+    prepare(cfg)
+    assert cfg.model.d_model == d_model
+
+
+def _preset_grid(name: str) -> list[dict]:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"sweep={name}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    keys = list(params)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(str(params[k]).split(",") for k in keys))], cfg
+
+
+@pytest.mark.parametrize(
+    "name,cells,epochs",
+    [
+        ("exp1_weight_decay", 25, 50000),
+        ("exp2_hidden_dim", 4, 50000),
+        ("exp3_prime", 4, 50000),
+        ("exp4_matched", 4, 20000),
+        ("exp5_ratio_wd1", 40, 20000),
+        ("exp5_ratio_wd0p1", 40, 100000),
+        ("exp5_ratio_wd0p01", 40, 200000),
+        ("prime53_ratio", 11, 20000),
+        ("exp5_extended_wd1", 10, 20000),
+        ("exp5_extended_wd0p1", 10, 100000),
+        ("exp5_extended_wd0p01", 10, 200000),
+    ],
+)
+def test_presets_hold_seed003_grids(name, cells, epochs):
+    grid, cfg = _preset_grid(name)
+    assert len(grid) == cells
+    assert cfg.train.max_epochs == epochs and cfg.logger.group == name
+    for cell in grid[:3] + grid[-3:]:
+        c = compose_cfg([f"sweep={name}", *(f"{k}={v}" for k, v in cell.items())])
+        prepare(c)
+
+
+def test_local_sweep_writes_every_cell_and_the_summary(tmp_path):
+    sweep = tmp_path / "sw"
+    r = launch(
+        [
+            "-m",
+            "model.d_model=8,16",
+            "optim.wd=0.1,1",
+            *TINY[:-3],
+            "logger=wandb",
+            "train.print_every=0",
+            "hydra/launcher=local",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env={"HOME": str(tmp_path)},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in range(4)]
+    assert sorted((s["d_model"], s["wd"]) for s in summaries) == [(8, 0.1), (8, 1.0), (16, 0.1), (16, 1.0)]
+    assert all(s["status"] == "completed" and s["epochs_run"] == 60 for s in summaries)
+    rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
+    assert len(rows) == 4 and all(r["n"] == "1" and r["failed"] == "0" for r in rows)
+    assert (sweep / "phase_diagram.png").stat().st_size > 5000
+    assert "sweep summary (4 cells, 0 failed)" in r.stdout
+    # every cell and the summary run share one W&B group
+    groups = {summary(offline_runs(sweep / str(i))[0])["config"]["logger"]["group"] for i in range(4)}
+    (summary_run,) = offline_runs(sweep)
+    s = summary(summary_run)
+    assert groups == {s["config"]["logger"]["group"]} and groups.pop().startswith("sweep-")
+    assert s["summary"]["n_cells"] == 4 and s["summary"]["n_failed"] == 0
+    assert s["summary"]["sweep_summary"]["_type"] == "table-file"
+    assert s["summary"]["phase_diagram"]["_type"] == "image-file"
+
+
+def test_a_failing_cell_leaves_the_others_and_fails_the_command(tmp_path):
+    sweep = tmp_path / "sw"
+    # cuda passes validation but cannot run on this CPU-only build: cell 1 fails at run time
+    r = launch(["-m", "train.device=cpu,cuda", *TINY, "hydra/launcher=local", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode == 1
+    ok = json.loads((sweep / "0" / "summary.json").read_text())
+    failed = json.loads((sweep / "1" / "summary.json").read_text())
+    assert ok["status"] == "completed" and failed["status"] == "failed" and failed["error"]
+    cells = list(csv.DictReader(open(sweep / "cells.csv")))
+    assert [c["status"] for c in cells] == ["completed", "failed"]
+    assert "cell 1 failed:" in r.stdout
