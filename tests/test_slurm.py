@@ -1,0 +1,131 @@
+"""Sweeps on a real SLURM cluster (scripts/slurm_up.sh): one job array, and a requeue that resumes exactly.
+
+Skipped when no cluster answers, unless CI is set: then a missing cluster is a failure.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, launch
+from wandb_files import offline_runs, summary
+
+from grokpipe.outputs import read_metrics
+
+pytestmark = pytest.mark.slurm
+TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]
+
+
+def _cluster_answers() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout
+    except subprocess.TimeoutExpired:
+        return False
+    return any(s.strip("*~#") in ("idle", "mixed", "allocated", "completing") for s in out.split())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    if not _cluster_answers():
+        if os.environ.get("CI"):
+            pytest.fail("no SLURM cluster answers: .ci/run starts one with scripts/slurm_up.sh")
+        pytest.skip("no SLURM cluster answers (start one with scripts/slurm_up.sh)")
+
+
+def test_grid_goes_to_slurm_as_one_array_job(tmp_path):
+    sweep = tmp_path / "sw"
+    r = launch(
+        ["-m", "hydra/launcher=slurm", *TINY, "model.d_model=8,16", "optim.wd=0.1,1", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
+    assert "#SBATCH --array=0-3%4" in script.read_text()
+    job_id = script.parent.name
+    tasks = sorted(p.name for p in (sweep / ".submitit").iterdir() if p.name.startswith(f"{job_id}_"))
+    assert tasks == [f"{job_id}_{i}" for i in range(4)]
+    summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in range(4)]
+    assert sorted((s["d_model"], s["wd"]) for s in summaries) == [(8, 0.1), (8, 1.0), (16, 0.1), (16, 1.0)]
+    assert all(s["status"] == "completed" for s in summaries)
+    assert len(list(csv.DictReader(open(sweep / "sweep_summary.csv")))) == 4
+    assert (sweep / "phase_diagram.png").exists()
+
+
+RUN = [
+    "model=mlp",
+    "task.p=97",
+    "optim.lr=3e-3",
+    "train.max_epochs=1500",
+    "train.latest_every=100",
+    "train.checkpoint_every=0",
+    "train.patience=null",
+    "train.plot=false",
+    "train.print_every=100",
+]
+
+
+def _metrics_epoch(path: Path) -> int:
+    return read_metrics(path)[-1]["epoch"] if path.exists() and read_metrics(path) else 0
+
+
+def test_requeue_resumes_with_identical_metrics(tmp_path):
+    sweep, ref = tmp_path / "sw", tmp_path / "ref"
+    env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "-m",
+            "hydra/launcher=slurm",
+            *RUN,
+            "logger=wandb",
+            "train.seed=7",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # the uninterrupted reference, same seed and thread count, while the cluster runs the cell
+    reference = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), *RUN, "logger=none", "train.seed=7", f"hydra.run.dir={ref}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    metrics = sweep / "0" / "metrics.csv"
+    deadline = time.time() + 300
+    while _metrics_epoch(metrics) < 300:
+        assert time.time() < deadline and proc.poll() is None, "the SLURM cell never got going"
+        time.sleep(0.2)
+    job_id = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+
+    cell = sweep / "0"
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]  # noqa: E731
+    assert strip(read_metrics(cell / "metrics.csv")) == strip(read_metrics(ref / "metrics.csv"))
+    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.out"))
+    assert "resuming" in log, "the cell was not interrupted and resumed"
+    runs = offline_runs(cell)
+    assert len(runs) == 2  # W&B offline writes one dir per attempt, under the same run id
+    ids = {summary(r)["run_id"] for r in runs}
+    assert ids == {(cell / "wandb_id.txt").read_text().strip()}
+    resumed, straight = (json.loads((d / "summary.json").read_text()) for d in (cell, ref))
+    assert resumed["status"] == straight["status"] and resumed["grok_epoch"] == straight["grok_epoch"]
