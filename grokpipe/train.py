@@ -48,8 +48,9 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.model.name}-d{cfg.model.d_model}-{cfg.task.op}{cfg.task.p}-wd{cfg.optim.wd:g}-s{cfg.train.seed}"
 
 
-def train_step(model, optimizer, scheduler, grokfast, x, y) -> None:
-    loss = F.cross_entropy(model(x), y)
+def train_step(model, optimizer, scheduler, grokfast, x, y, autocast) -> None:
+    with autocast:
+        loss = F.cross_entropy(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grokfast is not None:
@@ -59,8 +60,9 @@ def train_step(model, optimizer, scheduler, grokfast, x, y) -> None:
 
 
 @torch.no_grad()
-def loss_and_acc(model, x, y) -> tuple[float, float]:
-    logits = model(x)
+def loss_and_acc(model, x, y, autocast) -> tuple[float, float]:
+    with autocast:
+        logits = model(x).float()
     return F.cross_entropy(logits, y).item(), (logits.argmax(-1) == y).float().mean().item()
 
 
@@ -86,6 +88,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         Grokfast(model, cfg.optim.grokfast.alpha, cfg.optim.grokfast.lamb) if cfg.optim.grokfast.enabled else None
     )
     shuffle = torch.Generator().manual_seed(tc.seed)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
 
     ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.pt"
     start_epoch, prior_seconds = 0, 0.0
@@ -142,16 +145,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             for epoch in range(start_epoch + 1, tc.max_epochs + 1):
                 model.train()
                 if full_batch:
-                    train_step(model, optimizer, scheduler, grokfast, data.train_x, data.train_y)
+                    train_step(model, optimizer, scheduler, grokfast, data.train_x, data.train_y, autocast)
                 else:
                     order = torch.randperm(len(data.train_y), generator=shuffle).to(device)
                     for idx in order.split(tc.batch_size):
-                        train_step(model, optimizer, scheduler, grokfast, data.train_x[idx], data.train_y[idx])
+                        train_step(
+                            model, optimizer, scheduler, grokfast, data.train_x[idx], data.train_y[idx], autocast
+                        )
 
                 if epoch % tc.eval_every == 0:
                     model.eval()
-                    train_loss, train_acc = loss_and_acc(model, data.train_x, data.train_y)
-                    val_loss, val_acc = loss_and_acc(model, data.val_x, data.val_y)
+                    train_loss, train_acc = loss_and_acc(model, data.train_x, data.train_y, autocast)
+                    val_loss, val_acc = loss_and_acc(model, data.val_x, data.val_y, autocast)
                     row = {
                         "epoch": epoch,
                         "train_loss": train_loss,
@@ -210,6 +215,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "wd": cfg.optim.wd,
             "grokfast": bool(cfg.optim.grokfast.enabled),
             "seed": tc.seed,
+            "precision": tc.precision,
             "max_epochs": tc.max_epochs,
             "n_params": sum(p.numel() for p in model.parameters()),
             "device": str(device),

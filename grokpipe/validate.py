@@ -124,5 +124,6 @@ def validate(cfg: DictConfig) -> None:
         _require(_int(cfg, "train.patience") >= 0, "train.patience", tr.patience, "an integer >= 0 or null")
     for key in ("latest_every", "checkpoint_every", "print_every"):
         _require(_int(cfg, f"train.{key}") >= 0, f"train.{key}", tr[key], "must be an integer >= 0")
+    _require(tr.precision in ("fp32", "bf16"), "train.precision", tr.precision, "one of fp32, bf16")
     _require(tr.device in DEVICES, "train.device", tr.device, f"one of {', '.join(DEVICES)}")
     _require(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, f"one of {', '.join(LOGGERS)}")

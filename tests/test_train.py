@@ -47,7 +47,15 @@ def test_every_model_trains_a_step(model, optim):
     before = [p.detach().clone() for p in net.parameters()]
     loss0 = F.cross_entropy(net(data.train_x), data.train_y).item()
     for _ in range(5):
-        train_step(net, opt, build_scheduler(cfg.optim, opt), gf, data.train_x, data.train_y)
+        train_step(
+            net,
+            opt,
+            build_scheduler(cfg.optim, opt),
+            gf,
+            data.train_x,
+            data.train_y,
+            torch.autocast("cpu", enabled=False),
+        )
     loss1 = F.cross_entropy(net(data.train_x), data.train_y).item()
     assert net(data.val_x).shape == (len(data.val_y), 23)
     assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
