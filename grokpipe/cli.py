@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from grokpipe.outputs import write_summary
+from grokpipe.outputs import StorageError, write_summary
 from grokpipe.validate import ConfigError, prepare
 
 
@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if in_sweep:  # the sweeper validated every cell already; keep the others going
-            write_summary(run_dir / "summary.json", {"status": "failed", "error": str(exc)})
+            _record_failure(run_dir, cfg, str(exc))
             return None
         sys.exit(2)
     if cfg.logger.get("group") is None and in_sweep:
@@ -45,11 +45,33 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         summary = run(cfg, run_dir)
+    except (ConfigError, StorageError) as exc:  # expected faults: one line, nothing computed is lost
+        message = exc.strerror if isinstance(exc, StorageError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        if not in_sweep:
+            sys.exit(3 if isinstance(exc, StorageError) else 2)
+        _record_failure(run_dir, cfg, message)
+        return None
     except Exception as exc:
         if not in_sweep:
             raise
         traceback.print_exc()
-        write_summary(run_dir / "summary.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        _record_failure(run_dir, cfg, f"{type(exc).__name__}: {exc}")
         return None
     print(json.dumps(summary, indent=2), flush=True)
     return summary["grok_epoch"]
+
+
+def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:
+    """summary.json of a failed cell: the error and the cell's coordinates, so the sweep summary can place it."""
+    from grokpipe.train import ratio
+
+    summary = {"status": "failed", "error": error}
+    try:
+        summary.update(ratio=ratio(cfg), wd=cfg.optim.wd, seed=cfg.train.seed, d_model=cfg.model.d_model, p=cfg.task.p)
+    except Exception:  # a config too broken to place: the error alone
+        pass
+    try:
+        write_summary(run_dir / "summary.json", summary)
+    except OSError:  # a full disk: the sweep summary reports the cell as missing instead
+        pass

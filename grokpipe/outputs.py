@@ -3,16 +3,20 @@
 metrics.csv   one row per evaluation: METRIC_FIELDS
 summary.json  status, grokked, grok_epoch, memorized_epoch, final accuracies, epochs_run, wall_seconds,
               ratio = d_model / p, and the key hyperparameters
-checkpoints/  last.pt (the latest) and epoch_NNNNNNN.pt (every train.checkpoint_every epochs): model,
-              optimizer, scheduler, filter and RNG states, epoch, detector state
+checkpoints/  last.pt (the latest), last.prev.pt (the one before, kept in case last.pt is damaged) and
+              epoch_NNNNNNN.pt (every train.checkpoint_every epochs): model, optimizer, scheduler, filter
+              and RNG states, epoch, elapsed seconds, status, and the identity of the config that made it
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import random
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +25,44 @@ import torch
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm", "lr", "elapsed")
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class StorageError(OSError):
+    """The output dir cannot take what the run must write (unwritable, full, over quota)."""
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through a temp file, fsync, then rename: a kill leaves the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise StorageError(exc.errno, f"no space left writing {path}: {exc.strerror}") from exc
+        raise
+
+
+def check_storage(run_dir: Path, need_bytes: int) -> None:
+    """Before training: the run dir takes a file and has room for what the run will write."""
+    probe = run_dir / ".write_probe"
+    try:
+        atomic_write(probe, lambda fh: fh.write(b"ok"))
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(exc.errno, f"output dir {run_dir} is not writable: {exc.strerror or exc}") from exc
+    free = shutil.disk_usage(run_dir).free
+    if free < need_bytes:
+        raise StorageError(
+            errno.ENOSPC,
+            f"output dir {run_dir} has {free / 2**20:.1f} MiB free; this run needs "
+            f"about {need_bytes / 2**20:.1f} MiB (checkpoints and metrics)",
+        )
 
 
 class MetricsLog:
@@ -48,12 +82,20 @@ class MetricsLog:
         return "".join(line + "\n" for line in lines)
 
     def append(self, row: dict) -> None:
+        try:
+            self._fh.write(self._render([row], header=False))
+            self._fh.flush()
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise StorageError(exc.errno, f"no space left writing {self.path}: {exc.strerror}") from exc
+            raise
         self.rows.append(row)
-        self._fh.write(self._render([row], header=False))
-        self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:  # a full disk can refuse the final flush; the rows that reached disk stay readable
+            pass
 
 
 def _fmt(v) -> str:
@@ -100,6 +142,42 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda fh: torch.save(state, fh))
 
 
+def save_latest(path: Path, state: dict) -> None:
+    """Write checkpoints/last.pt, keeping the previous one as last.prev.pt until the new one is safe."""
+    if path.exists():
+        os.replace(path, path.with_name("last.prev.pt"))
+    save_checkpoint(path, state)
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """Tensors and plain containers only: a checkpoint from elsewhere cannot run code."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_latest(ckpt_dir: Path, map_location="cpu") -> dict | None:
+    """The newest readable checkpoint: last.pt, else last.prev.pt, else the newest epoch_*.pt; None if none.
+
+    A damaged file (torn by a kill, truncated, corrupted) is skipped with a message naming it."""
+    candidates = [ckpt_dir / "last.pt", ckpt_dir / "last.prev.pt", *sorted(ckpt_dir.glob("epoch_*.pt"), reverse=True)]
+    damaged = []
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            state = load_checkpoint(path, map_location)
+            if not {"model", "optimizer", "epoch"} <= set(state):
+                raise ValueError("keys missing")
+        except Exception as exc:  # any damage means: try the one before
+            damaged.append(f"{path.name} ({type(exc).__name__})")
+            continue
+        if damaged:
+            print(
+                f"warning: unreadable checkpoint {', '.join(damaged)}; resuming from {path.name} "
+                f"(epoch {state['epoch']})",
+                file=sys.stderr,
+                flush=True,
+            )
+        return state
+    if damaged:
+        print(f"warning: no readable checkpoint ({', '.join(damaged)}); starting from scratch", file=sys.stderr)
+    return None

@@ -15,7 +15,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-SUCCESS = ("grokked", "completed")
+SUCCESS = ("grokked", "completed", "diverged")  # a diverged run is a result: it did not grok
 TABLE_FIELDS = ("ratio", "wd", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")
 CELL_FIELDS = (
     "num",
@@ -38,6 +38,25 @@ _exit_status = 0
 def exit_status() -> int:
     """0 when every cell of the last sweep succeeded (grokked or completed), 1 otherwise."""
     return _exit_status
+
+
+class CellDied(RuntimeError):
+    """A cell's process ended without a result; its cause is in the cell's summary.json."""
+
+
+def mark_failed(sweep_dir: Path, num: int, error: str) -> None:
+    """A cell whose process died without a word (killed, out of memory, node failure): record why."""
+    from grokpipe.outputs import write_summary
+
+    entry = next((c for c in json.loads((sweep_dir / "cells.json").read_text()) if c["num"] == num), None)
+    if entry is None:
+        return
+    path = Path(entry["dir"]) / "summary.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if known.get("status") in SUCCESS:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_summary(path, {**known, "status": "failed", "error": error})
 
 
 def read_cells(sweep_dir: Path) -> list[dict]:
@@ -163,3 +182,10 @@ class SweepSummary(Callback):
         if config.logger.name == "wandb":
             log_to_wandb(config, sweep_dir, config.logger.get("group") or sweep_group(str(sweep_dir)), rows, cells)
         _exit_status = 1 if failed or not cells else 0
+        if any(Path(c["dir"]).is_dir() for c in cells):
+            from grokpipe.results_db import build_sweep_db
+
+            try:
+                print(f"results database: {build_sweep_db(sweep_dir)}")
+            except Exception as exc:  # the database is derived from the files: never fail the sweep over it
+                print(f"warning: results database not built ({type(exc).__name__}: {exc})")

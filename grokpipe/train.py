@@ -15,26 +15,36 @@ from grokpipe.models import build_model
 from grokpipe.optim import Grokfast, build_optimizer, build_scheduler
 from grokpipe.outputs import (
     MetricsLog,
-    load_checkpoint,
+    StorageError,
+    check_storage,
+    load_latest,
     rng_state,
     save_checkpoint,
+    save_latest,
     set_rng_state,
     write_summary,
 )
 from grokpipe.progress import Progress
 from grokpipe.signals import StopRequest
 from grokpipe.tasks import make_dataset
-from grokpipe.validate import prepare, task_size
+from grokpipe.validate import ConfigError, prepare, task_size
 
 FINISHED = ("grokked", "completed", "diverged")
 
 
 def pick_device(name: str) -> torch.device:
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+    }
     if name != "auto":
+        if not available[name]:
+            raise ConfigError(f"train.device={name!r} is not available on this machine; use auto or cpu")
         return torch.device(name)
-    if torch.cuda.is_available():
+    if available["cuda"]:
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if available["mps"]:
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -42,6 +52,14 @@ def pick_device(name: str) -> torch.device:
 def ratio(cfg: DictConfig) -> float:
     """Model width relative to the task size: d_model / p (or / group order for S5)."""
     return cfg.model.d_model / task_size(cfg)
+
+
+def identity(cfg: DictConfig) -> dict:
+    """What makes two configs the same run: a checkpoint of another identity is never resumed."""
+    keep = {k: cfg.train[k] for k in ("seed", "batch_size", "precision", "eval_every")}
+    return OmegaConf.to_container(
+        OmegaConf.create({"model": cfg.model, "task": cfg.task, "optim": cfg.optim, "train": keep}), resolve=True
+    )
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -92,8 +110,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.pt"
     start_epoch, prior_seconds = 0, 0.0
-    if last.exists():
-        state = load_checkpoint(last, map_location=device)
+    state = load_latest(ckpt_dir, map_location=device)
+    if state is not None:
+        if state.get("config") != identity(cfg):
+            differ = sorted(k for k in identity(cfg) if (state.get("config") or {}).get(k) != identity(cfg)[k])
+            raise ConfigError(
+                f"{run_dir} holds a run of another config (differs in: {', '.join(differ)}); "
+                "launch into a new dir or remove it"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -106,6 +130,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             return _read_summary(run_dir)
         print(f"resuming {run_dir} from epoch {start_epoch}", flush=True)
 
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    n_checkpoints = 2 + (tc.max_epochs // tc.checkpoint_every if tc.checkpoint_every else 0)
+    check_storage(run_dir, need_bytes=4 * param_bytes * n_checkpoints + 100 * tc.max_epochs // tc.eval_every + 2**20)
     metrics = MetricsLog(run_dir / "metrics.csv", resume_epoch=start_epoch)
     detector = GrokDetector(tc.grok_threshold, tc.grok_window, tc.memorize_threshold)
     for row in metrics.rows:  # detector state is derived from the rows already written
@@ -119,28 +146,26 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         logger = WandbRun(resolved, run_dir, run_name(cfg))
 
-    def checkpoint(path: Path, epoch: int, status: str) -> None:
-        save_checkpoint(
-            path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "grokfast": grokfast.state_dict() if grokfast is not None else None,
-                "rng": rng_state(),
-                "shuffle": shuffle.get_state(),
-                "epoch": epoch,
-                "elapsed": elapsed(),
-                "status": status,
-            },
-        )
+    def state(epoch: int, status: str) -> dict:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "grokfast": grokfast.state_dict() if grokfast is not None else None,
+            "rng": rng_state(),
+            "shuffle": shuffle.get_state(),
+            "epoch": epoch,
+            "elapsed": elapsed(),
+            "status": status,
+            "config": identity(cfg),
+        }
 
     t0 = time.time()
     elapsed = lambda: prior_seconds + time.time() - t0  # noqa: E731
     progress = Progress(tc.max_epochs, start_epoch, tc.print_every, run_name(cfg))
     full_batch = tc.batch_size is None or tc.batch_size >= len(data.train_y)
     with StopRequest() as stop:
-        status, epoch = "running", start_epoch
+        status, epoch, saved_epoch = "running", start_epoch, start_epoch
         try:
             for epoch in range(start_epoch + 1, tc.max_epochs + 1):
                 model.train()
@@ -178,19 +203,25 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                     if detector.grokked and tc.patience is not None and epoch >= detector.grok_epoch + tc.patience:
                         break
                 if tc.checkpoint_every and epoch % tc.checkpoint_every == 0:
-                    checkpoint(ckpt_dir / f"epoch_{epoch:07d}.pt", epoch, status)
+                    save_checkpoint(ckpt_dir / f"epoch_{epoch:07d}.pt", state(epoch, status))
                 if tc.latest_every and epoch % tc.latest_every == 0:
-                    checkpoint(last, epoch, status)
+                    save_latest(last, state(epoch, status))
+                    saved_epoch = epoch
                 if stop.requested:
                     status = "interrupted"
                     break
+        except StorageError as exc:
+            raise StorageError(
+                exc.errno,
+                f"{exc.strerror}; run stopped at epoch {epoch}, last good checkpoint: {last} (epoch {saved_epoch})",
+            ) from exc
         finally:
             progress.close()
             metrics.close()
 
         if status == "running":
             status = "grokked" if detector.grokked else "completed"
-        checkpoint(last, epoch, status)
+        save_latest(last, state(epoch, status))
         final = metrics.rows[-1] if metrics.rows else {}
         summary = {
             "status": status,

@@ -66,7 +66,8 @@ def apply_ratio(cfg: DictConfig) -> None:
     _require(r > 0, "model.ratio", r, "must be > 0 (or null to use model.d_model)")
     if cfg.task.op != "s5":
         _int(cfg, "task.p")
-    step = cfg.model.get("n_heads") or 1
+    step = _int(cfg, "model.n_heads") if "n_heads" in cfg.model else 1
+    _require(step > 0, "model.n_heads", step, "must be a positive integer")
     with open_dict(cfg):
         cfg.model.d_model = max(step, round(r * task_size(cfg) / step) * step)
 
@@ -90,6 +91,13 @@ def validate(cfg: DictConfig) -> None:
         _require(is_prime(p), "task.p", p, "must be a prime (e.g. 23, 47, 59, 97, 113)")
     frac = _number(cfg, "task.train_frac")
     _require(0 < frac < 1, "task.train_frac", frac, "must lie strictly between 0 and 1")
+    n_pairs = 120 * 120 if t.op == "s5" else t.p * (t.p - 1 if t.op == "div" else t.p)
+    _require(
+        1 <= round(frac * n_pairs) < n_pairs,
+        "task.train_frac",
+        frac,
+        f"must leave at least one pair in train and in val ({n_pairs} pairs at p={t.p})",
+    )
     _int(cfg, "task.split_seed")
 
     _require(m.name in MODELS, "model.name", m.name, f"one of {', '.join(MODELS)}")

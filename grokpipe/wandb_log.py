@@ -86,7 +86,9 @@ class WandbRun:
                     mode=choose_mode(lc.get("mode", "auto")),
                     config=scrub(cfg),
                     reinit="finish_previous",
-                    settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+                    settings=wandb.Settings(
+                        silent=True, console="off", x_disable_stats=True, init_timeout=lc["init_timeout"]
+                    ),
                 )
         except Exception as exc:  # W&B is optional: say why once, keep training
             self._degrade("start", exc)

@@ -129,3 +129,39 @@ def test_requeue_resumes_with_identical_metrics(tmp_path):
     assert ids == {(cell / "wandb_id.txt").read_text().strip()}
     resumed, straight = (json.loads((d / "summary.json").read_text()) for d in (cell, ref))
     assert resumed["status"] == straight["status"] and resumed["grok_epoch"] == straight["grok_epoch"]
+
+
+def test_a_cancelled_array_task_is_reported_and_a_rerun_finishes_it(tmp_path):
+    sweep = tmp_path / "sw"
+    args = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        "-m",
+        "hydra/launcher=slurm",
+        *RUN,
+        "train.max_epochs=600",
+        "logger=none",
+        "train.seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while _metrics_epoch(sweep / "1" / "metrics.csv") < 100:
+        assert time.time() < deadline and proc.poll() is None, "cell 1 never got going"
+        time.sleep(0.2)
+    (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
+    subprocess.run(["scancel", f"{script.parent.name}_1"], check=True)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out[-3000:]
+    cell = json.loads((sweep / "1" / "summary.json").read_text())
+    assert cell["status"] == "failed" and f"SLURM job {script.parent.name}_1 ended without a result" in cell["error"]
+    assert json.loads((sweep / "0" / "summary.json").read_text())["status"] in ("completed", "grokked")
+    assert "cell 1 failed" in out
+    before = (sweep / "0" / "metrics.csv").stat().st_mtime_ns
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert (sweep / "0" / "metrics.csv").stat().st_mtime_ns == before
+    rows = read_metrics(sweep / "1" / "metrics.csv")
+    assert [r["epoch"] for r in rows] == list(range(10, rows[-1]["epoch"] + 1, 10))
+    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] in ("completed", "grokked")

@@ -99,7 +99,7 @@ def test_outputs_follow_the_contract(tmp_path):
     assert on_disk["ratio"] == pytest.approx(64 / 23) and on_disk["epochs_run"] == 60
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert ckpts == ["epoch_0000030.pt", "epoch_0000060.pt", "last.pt"]
+    assert ckpts == ["epoch_0000030.pt", "epoch_0000060.pt", "last.prev.pt", "last.pt"]
     state = load_checkpoint(tmp_path / "checkpoints" / "epoch_0000030.pt")
     assert state["epoch"] == 30 and {"model", "optimizer", "rng"} <= set(state)
 

@@ -13,6 +13,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict
 
+from grokpipe.sweep_summary import CellDied
 from grokpipe.validate import ConfigError, prepare
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,11 @@ class GridSweeper(BasicSweeper):
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         self.check_cells(arguments)
-        return super().sweep(arguments)
+        try:
+            return super().sweep(arguments)
+        except CellDied as exc:  # raised once every cell has ended: the sweep summary reports each failure
+            log.warning(f"a cell died: {exc}")
+            return None
 
     def expand(self, texts: list[str]) -> list[str]:
         """Each override with an ellipsis range rewritten as the explicit list of values."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -18,11 +19,9 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from omegaconf import open_dict
 
+from grokpipe.sweep_summary import CellDied, mark_failed
+
 log = logging.getLogger(__name__)
-
-
-class CellProcessDied(RuntimeError):
-    """A worker exited without reporting back (killed by a signal, out of memory, os._exit)."""
 
 
 class LocalLauncher(Launcher):
@@ -81,9 +80,10 @@ class LocalLauncher(Launcher):
                 ret = recv.recv() if recv.poll() else None
                 proc.join()
                 if ret is None:
-                    ret = JobReturn(
-                        status=JobStatus.FAILED,
-                        _return_value=CellProcessDied(f"cell {num} exited with code {proc.exitcode}"),
-                    )
+                    code = proc.exitcode
+                    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+                    error = f"worker process {how} without a result (out of memory or killed?)"
+                    mark_failed(Path(self.config.hydra.sweep.dir), num, error)
+                    ret = JobReturn(status=JobStatus.FAILED, _return_value=CellDied(error))
                 results[num] = ret
         return [results[num] for num in sorted(results)]

@@ -1,0 +1,252 @@
+"""Figures from the results database (grokpipe.results_db): phase diagram, grok epoch against ratio, training
+curves, memorisation-to-grok gap, weight norm. Each reads the database only."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from grokpipe.plots import plot_phase_diagram  # noqa: E402
+
+FORMATS = ("png", "svg", "pdf")
+DPI = 110
+
+
+def connect(db_path: Path | str) -> sqlite3.Connection:
+    """Read-only: drawing figures never changes the database."""
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise ValueError(f"{db_path}: no such database (build it with scripts/build_db.py)")
+    con = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        con.execute("SELECT 1 FROM runs, experiments LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        con.close()
+        raise ValueError(f"{db_path}: not a grokpipe results database ({exc})") from None
+    con.row_factory = sqlite3.Row
+    return con
+
+
+def experiments(con: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in con.execute("SELECT name FROM experiments ORDER BY name")]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _cells(con: sqlite3.Connection, experiment: str | None) -> list[dict]:
+    """Per wd x ratio: n, grokked, failed and grok epoch mean/min/max, for one experiment or the whole database."""
+    if experiment is None:
+        rows = con.execute("SELECT * FROM phase_boundary").fetchall()
+    else:
+        rows = con.execute("SELECT * FROM ratio_sweep_stats WHERE experiment = ?", (experiment,)).fetchall()
+    return [dict(r) for r in rows]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _wd_colors(wds) -> dict:
+    cmap = plt.get_cmap("tab10")
+    return {wd: cmap(i % 10) for i, wd in enumerate(sorted(wds))}
+
+
+def _ratio_axis(ax, ratios) -> None:
+    """Log x with a tick at every ratio that was run, written as numbers rather than powers of two."""
+    ax.set_xscale("log")
+    ticks = sorted({round(r, 3) for r in ratios if r is not None})
+    if ticks:
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if len(ticks) == 1:  # one ratio: give it room instead of pinning it to the edge
+        ax.set_xlim(ticks[0] / 1.5, ticks[0] * 1.5)
+
+
+def _log_epochs(ax) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels crowd short runs
+    ax.set_xlabel("epoch")
+
+
+def _where(experiment: str | None) -> tuple[str, tuple]:
+    return ("WHERE experiment = ?", (experiment,)) if experiment is not None else ("", ())
+
+
+def phase_diagram(con: sqlite3.Connection, path: Path, experiment: str | None = None) -> Path:
+    """Ratio x weight decay -> mean grok epoch; x where no seed grokked (the sweep summary's own drawing)."""
+    rows = [
+        {"ratio": c["ratio"], "wd": c["wd"], "n": c["n"], "grokked": c["n_grokked"], "failed": c["n_failed"],
+         "grok_mean": c["grok_mean"]}
+        for c in _cells(con, experiment)
+    ]  # fmt: skip
+    if not rows:  # nothing has a known ratio: say so rather than draw an empty grid
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.text(0.5, 0.5, "no run with a known d_model / p", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save(fig, path)
+    plot_phase_diagram(rows, path, title=experiment or "all runs")
+    return path
+
+
+def grok_vs_ratio(con: sqlite3.Connection, path: Path, experiment: str | None = None) -> Path:
+    """Mean grok epoch against d_model/p, one line per wd, min-max over seeds as bars: the U-shape question."""
+    cells = _cells(con, experiment)
+    colors = _wd_colors({c["wd"] for c in cells})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    grokked = [c for c in cells if c["grok_mean"] is not None]
+    top = max((c["grok_max"] for c in grokked), default=1) * 1.6  # never-grokked cells sit above every grok
+    for i, (wd, color) in enumerate(colors.items()):
+        mine = sorted((c for c in grokked if c["wd"] == wd), key=lambda c: c["ratio"])
+        if mine:
+            x = [c["ratio"] for c in mine]
+            mean = np.array([c["grok_mean"] for c in mine])
+            spread = [mean - [c["grok_min"] for c in mine], [c["grok_max"] for c in mine] - mean]
+            ax.errorbar(x, mean, yerr=spread, color=color, marker="o", capsize=4, label=f"wd={wd:g}")
+        never = [c["ratio"] for c in cells if c["wd"] == wd and c["grok_mean"] is None]
+        if never:
+            ax.scatter(never, [top * 1.12**i] * len(never), marker="x", s=60, color=color,
+                       label=f"wd={wd:g}: never grokked")  # fmt: skip
+    _ratio_axis(ax, [c["ratio"] for c in cells])
+    ax.set_yscale("log")
+    ax.set_xlabel("d_model / p")
+    ax.set_ylabel("grok epoch (mean, min-max over seeds)")
+    ax.set_title(f"{experiment or 'all runs'}: grok epoch vs ratio", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def grok_gap(con: sqlite3.Connection, path: Path, experiment: str | None = None) -> Path:
+    """grok_epoch - memorized_epoch against ratio: how long a run sits memorised before it generalises."""
+    where, args = _where(experiment)
+    clause = f"{where} {'AND' if where else 'WHERE'} grok_gap IS NOT NULL"
+    runs = con.execute(f"SELECT ratio, wd, grok_gap FROM runs {clause} ORDER BY wd, ratio", args).fetchall()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = _wd_colors({r["wd"] for r in runs})
+    for wd, color in colors.items():
+        mine = [r for r in runs if r["wd"] == wd]
+        ax.scatter([r["ratio"] for r in mine], [r["grok_gap"] for r in mine], color=color, alpha=0.6, s=25)
+        ratios = sorted({round(r["ratio"], 6) for r in mine})
+        means = [np.mean([r["grok_gap"] for r in mine if round(r["ratio"], 6) == x]) for x in ratios]
+        ax.plot(ratios, means, "o-", color=color, mfc="none", ms=9, label=f"wd={wd:g} (mean)")
+    if not runs:
+        ax.text(0.5, 0.5, "no run both memorised and grokked", ha="center", va="center", transform=ax.transAxes)
+    else:
+        _ratio_axis(ax, [r["ratio"] for r in runs])
+        ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel("d_model / p")
+    ax.set_ylabel("grok epoch - memorised epoch")
+    ax.set_title(f"{experiment or 'all runs'}: memorisation-to-grok gap", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def _runs_with_metrics(con: sqlite3.Connection, experiment: str) -> list[tuple[dict, dict]]:
+    runs = con.execute(
+        "SELECT run_id, d_model, ratio, wd, seed, grok_epoch FROM runs WHERE experiment = ? ORDER BY run_id",
+        (experiment,),
+    ).fetchall()
+    out = []
+    for r in runs:
+        m = con.execute(
+            "SELECT epoch, train_acc, val_acc, weight_norm FROM metrics WHERE run_id = ? ORDER BY epoch", (r["run_id"],)
+        ).fetchall()
+        if m:
+            out.append((dict(r), {k: np.array([row[k] for row in m], dtype=float) for k in m[0].keys()}))
+    return out
+
+
+def _label(run: dict) -> str:
+    return f"d={run['d_model']} wd={run['wd']:g} s={run['seed']}"
+
+
+def training_curves(con: sqlite3.Connection, path: Path, experiment: str) -> Path:
+    """Train and val accuracy of every run of one experiment, overlaid, log epoch; colour = d_model/p."""
+    data = _runs_with_metrics(con, experiment)
+    ratios = sorted({r["ratio"] for r, _ in data if r["ratio"] is not None})
+    by_ratio = len(ratios) > 1  # one ratio: a colour per run tells the runs apart instead
+    norm = matplotlib.colors.LogNorm(ratios[0], ratios[-1]) if by_ratio else None
+    cmap = plt.get_cmap("viridis")
+    styles = dict(zip(sorted({r["wd"] for r, _ in data if r["wd"] is not None}), ["-", "--", ":", "-."] * 10))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for i, (run, m) in enumerate(data):
+        color = cmap(norm(run["ratio"])) if by_ratio and run["ratio"] is not None else f"C{i % 10}"
+        for ax, key in zip(axes, ("train_acc", "val_acc")):
+            ax.plot(m["epoch"], m[key], styles.get(run["wd"], "-"), color=color, alpha=0.8, lw=1.2, label=_label(run))
+    for ax, title in zip(axes, ("train accuracy", "val accuracy (line style = wd)")):
+        _log_epochs(ax)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    if len(data) <= 12:
+        axes[1].legend(fontsize=7, loc="best")
+    if by_ratio:
+        bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="d_model / p")
+        bar.set_ticks(ratios, labels=[f"{r:.3g}" for r in ratios])
+        bar.ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fig.suptitle(f"{experiment}: {len(data)} runs")
+    fig.savefig(path, dpi=DPI)  # no tight_layout: it cannot place a colorbar shared by two axes
+    plt.close(fig)
+    return path
+
+
+def weight_norm(con: sqlite3.Connection, path: Path, experiment: str) -> Path:
+    """Parameter L2 norm against epoch for every run of one experiment; colour = weight decay."""
+    data = _runs_with_metrics(con, experiment)
+    colors = _wd_colors({r["wd"] for r, _ in data if r["wd"] is not None})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labelled = set()
+    for run, m in data:
+        wd = run["wd"]
+        ax.plot(m["epoch"], m["weight_norm"], color=colors.get(wd, "grey"), alpha=0.7,
+                label=None if wd in labelled else f"wd={wd:g}")  # fmt: skip
+        labelled.add(wd)
+        if run["grok_epoch"] is not None:  # where it grokked, on its own curve
+            i = int(np.searchsorted(m["epoch"], run["grok_epoch"]))
+            if i < len(m["epoch"]):
+                ax.plot(m["epoch"][i], m["weight_norm"][i], "r*", ms=9)
+    _log_epochs(ax)
+    ax.set_ylabel("weight norm (L2 of all parameters)")
+    ax.set_title(f"{experiment}: weight norm (* = grok)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def write_figures(
+    db_path: Path | str, out_dir: Path | str, fmt: str = "png", experiment: str | None = None
+) -> list[Path]:
+    """Every figure into out_dir; with `experiment`, only that experiment's runs. Returns the files written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not allowed: one of {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    con = connect(db_path)
+    try:
+        names = experiments(con)
+        if experiment is not None and experiment not in names:
+            raise ValueError(f"experiment {experiment!r} is not in {db_path}; it holds: {', '.join(names)}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [
+            phase_diagram(con, out_dir / f"phase_diagram.{fmt}", experiment),
+            grok_vs_ratio(con, out_dir / f"grok_vs_ratio.{fmt}", experiment),
+            grok_gap(con, out_dir / f"grok_gap.{fmt}", experiment),
+        ]
+        for name in [experiment] if experiment is not None else names:
+            written.append(training_curves(con, out_dir / f"curves_{slug(name)}.{fmt}", name))
+            written.append(weight_norm(con, out_dir / f"weight_norm_{slug(name)}.{fmt}", name))
+    finally:
+        con.close()
+    return written

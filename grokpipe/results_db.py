@@ -1,0 +1,476 @@
+"""Results database: one SQLite file built from any number of run dirs and sweep dirs.
+
+Tables  experiments  one row per experiment group (the sweep/preset group): what is fixed, what is swept
+        runs         one denormalised row per run dir: status, grok/memorise epochs, hyperparameters, fingerprint
+        metrics      every metrics.csv row, PRIMARY KEY (run_id, epoch), WITHOUT ROWID
+        builds       one row per build or update: when, from where, what changed
+Views   run_summary, ratio_sweep_stats, phase_boundary, experiment_overview (see docs/results.md)
+
+Reads only the output contract (grokpipe.outputs): .hydra/config.yaml, summary.json, metrics.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from grokpipe.outputs import METRIC_FIELDS, read_metrics
+from grokpipe.sweep_summary import SUCCESS
+
+SCHEMA_VERSION = 1
+# dirs below a run dir or a sweep dir that never hold runs: skipped by the walk
+SKIP_DIRS = {"checkpoints", "wandb", "figures", "__pycache__"}
+FINGERPRINT_FILES = ("summary.json", "metrics.csv", ".hydra/config.yaml")
+
+# hyperparameters: runs columns that say what an experiment fixed or swept
+HYPER_COLUMNS = {
+    "model": "TEXT",
+    "d_model": "INTEGER",
+    "ratio": "REAL",
+    "op": "TEXT",
+    "p": "INTEGER",
+    "train_frac": "REAL",
+    "split_seed": "INTEGER",
+    "optimizer": "TEXT",
+    "lr": "REAL",
+    "wd": "REAL",
+    "grokfast": "INTEGER",
+    "seed": "INTEGER",
+    "precision": "TEXT",
+    "max_epochs": "INTEGER",
+}
+RUN_COLUMNS = {
+    "run_id": "TEXT PRIMARY KEY",
+    "experiment": "TEXT NOT NULL",
+    "sweep_dir": "TEXT",
+    "cell": "INTEGER",
+    "status": "TEXT NOT NULL",
+    "grokked": "INTEGER NOT NULL",
+    "grok_epoch": "INTEGER",
+    "memorized_epoch": "INTEGER",
+    "grok_gap": "INTEGER",
+    **HYPER_COLUMNS,
+    "epochs_run": "INTEGER",
+    "wall_seconds": "REAL",
+    "n_params": "INTEGER",
+    "device": "TEXT",
+    "final_train_acc": "REAL",
+    "final_val_acc": "REAL",
+    "final_train_loss": "REAL",
+    "final_val_loss": "REAL",
+    "n_evals": "INTEGER",
+    "error": "TEXT",
+    "run_dir": "TEXT NOT NULL",
+    "config": "TEXT",
+    "fingerprint": "TEXT NOT NULL",
+    "ingest_generation": "INTEGER NOT NULL",
+}
+_OK = f"({', '.join(repr(s) for s in SUCCESS)})"  # statuses that are a result, as in the sweep summary
+
+SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE builds (
+    generation INTEGER PRIMARY KEY, kind TEXT NOT NULL, at TEXT NOT NULL, root TEXT NOT NULL,
+    ingested INTEGER NOT NULL, updated INTEGER NOT NULL, unchanged INTEGER NOT NULL, removed INTEGER NOT NULL
+);
+CREATE TABLE experiments (
+    name TEXT PRIMARY KEY, kind TEXT NOT NULL, n_runs INTEGER NOT NULL,
+    swept TEXT NOT NULL, fixed TEXT NOT NULL, sweep_dirs TEXT NOT NULL
+);
+CREATE TABLE runs ({", ".join(f"{k} {t}" for k, t in RUN_COLUMNS.items())});
+CREATE INDEX runs_experiment ON runs (experiment);
+CREATE INDEX runs_wd_ratio ON runs (wd, ratio);
+CREATE TABLE metrics (
+    run_id TEXT NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL,
+    weight_norm REAL, lr REAL, elapsed REAL, PRIMARY KEY (run_id, epoch)
+) WITHOUT ROWID;
+
+CREATE VIEW run_summary AS
+SELECT r.*, e.kind AS experiment_kind, e.n_runs AS experiment_runs, e.swept AS experiment_swept,
+       e.fixed AS experiment_fixed
+FROM runs r JOIN experiments e ON e.name = r.experiment;
+
+CREATE VIEW ratio_sweep_stats AS
+SELECT experiment, wd, ROUND(ratio, 6) AS ratio, COUNT(*) AS n, SUM(grokked) AS n_grokked,
+       SUM(status NOT IN {_OK}) AS n_failed,
+       AVG(CASE WHEN grokked THEN grok_epoch END) AS grok_mean,
+       MIN(CASE WHEN grokked THEN grok_epoch END) AS grok_min,
+       MAX(CASE WHEN grokked THEN grok_epoch END) AS grok_max,
+       AVG(grok_gap) AS gap_mean, MIN(grok_gap) AS gap_min, MAX(grok_gap) AS gap_max
+FROM runs WHERE ratio IS NOT NULL
+GROUP BY experiment, wd, ROUND(ratio, 6) ORDER BY experiment, wd, ratio;
+
+CREATE VIEW phase_boundary AS
+SELECT wd, ROUND(ratio, 6) AS ratio, COUNT(*) AS n, SUM(grokked) AS n_grokked,
+       SUM(status NOT IN {_OK}) AS n_failed,
+       CAST(SUM(grokked) AS REAL) / COUNT(*) AS success_rate,
+       CAST(SUM(grokked AND status IN {_OK}) AS REAL) / NULLIF(SUM(status IN {_OK}), 0) AS finished_success_rate,
+       AVG(CASE WHEN grokked THEN grok_epoch END) AS grok_mean,
+       MIN(CASE WHEN grokked THEN grok_epoch END) AS grok_min,
+       MAX(CASE WHEN grokked THEN grok_epoch END) AS grok_max,
+       COUNT(DISTINCT experiment) AS n_experiments
+FROM runs WHERE ratio IS NOT NULL AND wd IS NOT NULL
+GROUP BY wd, ROUND(ratio, 6) ORDER BY wd, ratio;
+
+CREATE VIEW experiment_overview AS
+SELECT e.name AS experiment, e.kind, e.swept, e.fixed, COUNT(r.run_id) AS n_runs,
+       SUM(r.grokked) AS n_grokked, SUM(r.status NOT IN {_OK}) AS n_failed,
+       MIN(CASE WHEN r.grokked THEN r.grok_epoch END) AS fastest_grok,
+       MAX(CASE WHEN r.grokked THEN r.grok_epoch END) AS slowest_grok,
+       AVG(CASE WHEN r.grokked THEN r.grok_epoch END) AS grok_mean,
+       (SELECT x.run_id FROM runs x WHERE x.experiment = e.name AND x.grokked
+        ORDER BY x.grok_epoch, x.run_id LIMIT 1) AS fastest_run,
+       (SELECT x.run_id FROM runs x WHERE x.experiment = e.name AND x.grokked
+        ORDER BY x.grok_epoch DESC, x.run_id LIMIT 1) AS slowest_run,
+       SUM(r.n_evals) AS n_metrics, SUM(r.wall_seconds) AS wall_seconds
+FROM experiments e LEFT JOIN runs r ON r.experiment = e.name
+GROUP BY e.name ORDER BY e.name;
+"""
+
+
+@dataclass
+class Report:
+    """What one build or update did, and the row counts after it."""
+
+    db_path: Path
+    kind: str
+    ingested: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        rows = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        return "\n".join(
+            [
+                f"{self.kind}: {self.db_path}",
+                f"  runs ingested {len(self.ingested)}, updated {len(self.updated)}, "
+                f"unchanged {self.unchanged}, removed {len(self.removed)}",
+                f"  rows: {rows}",
+            ]
+        )
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every dir under root (root included) holding summary.json or .hydra/config.yaml; run dirs are not entered."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if "summary.json" in filenames or (here / ".hydra" / "config.yaml").is_file():
+            found.append(here)
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
+    return sorted(found)
+
+
+def fingerprint(run_dir: Path) -> str:
+    """mtime and size of the files a row is made from: any rewrite of them changes it."""
+    parts = []
+    for name in FINGERPRINT_FILES:
+        try:
+            st = (run_dir / name).stat()
+            parts.append(f"{name}:{st.st_mtime_ns}:{st.st_size}")
+        except FileNotFoundError:
+            parts.append(f"{name}:-")
+    return "|".join(parts)
+
+
+def run_id(run_dir: Path, root: Path) -> str:
+    """The run dir relative to the results root: stable across builds and machines."""
+    return root.name if run_dir == root else run_dir.relative_to(root).as_posix()
+
+
+def _sweep_dir(run_dir: Path, root: Path) -> Path | None:
+    """The nearest ancestor holding multirun.yaml: the parent, or any dir up to the results root."""
+    candidates = [run_dir.parent] + [d for d in run_dir.parents if d == root or root in d.parents]
+    return next((d for d in candidates if (d / "multirun.yaml").is_file()), None)
+
+
+def _load_yaml(path: Path) -> DictConfig | None:
+    try:
+        return OmegaConf.load(path)
+    except Exception:  # a torn or foreign file: the row is still made from what else is there
+        return None
+
+
+def experiment_name(cfg: DictConfig | None, sweep_dir: Path | None) -> str:
+    """The W&B group: logger.group if set, else `sweep-<parent>_<name>` for a sweep, else `<op>-p<p>`."""
+    if sweep_dir is not None:
+        from grokpipe.cli import sweep_group
+
+        master = _load_yaml(sweep_dir / "multirun.yaml")
+        group = OmegaConf.select(master, "logger.group", default=None) if master is not None else None
+        return str(group) if group else sweep_group(str(sweep_dir))
+    if cfg is None:
+        return "unknown"
+    group = OmegaConf.select(cfg, "logger.group", default=None)
+    return str(group) if group else f"{OmegaConf.select(cfg, 'task.op')}-p{OmegaConf.select(cfg, 'task.p')}"
+
+
+def _from_config(cfg: DictConfig) -> dict:
+    """What a run's hyperparameters were, from its composed config: for cells that failed before a summary."""
+    from grokpipe.validate import ConfigError, apply_ratio, task_size
+
+    cfg = cfg.copy()
+    try:
+        apply_ratio(cfg)  # d_model as the run would have derived it from model.ratio
+    except (ConfigError, KeyError, TypeError):
+        pass
+    sel = lambda key: OmegaConf.select(cfg, key, default=None)  # noqa: E731
+    d_model = sel("model.d_model")
+    try:
+        ratio = d_model / task_size(cfg)
+    except Exception:  # an incomplete or odd config: leave the ratio unknown
+        ratio = None
+    return {
+        "model": sel("model.name"),
+        "d_model": d_model,
+        "ratio": ratio,
+        "op": sel("task.op"),
+        "p": sel("task.p"),
+        "train_frac": sel("task.train_frac"),
+        "split_seed": sel("task.split_seed"),
+        "optimizer": sel("optim.name"),
+        "lr": sel("optim.lr"),
+        "wd": sel("optim.wd"),
+        "grokfast": sel("optim.grokfast.enabled"),
+        "seed": sel("train.seed"),
+        "precision": sel("train.precision"),
+        "max_epochs": sel("train.max_epochs"),
+    }
+
+
+def _config_json(cfg: DictConfig | None) -> str | None:
+    if cfg is None:
+        return None
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that cannot resolve outside Hydra: keep it as written
+        container = OmegaConf.to_container(cfg, resolve=False)
+    return json.dumps(container, sort_keys=True)
+
+
+def read_run(run_dir: Path, root: Path, experiments: dict[Path | None, str] | None = None) -> tuple[dict, list[dict]]:
+    """One runs row and the metrics rows of a run dir. `experiments` caches sweep dir -> experiment name."""
+    cfg = _load_yaml(run_dir / ".hydra" / "config.yaml")
+    sweep = _sweep_dir(run_dir, root)
+    experiments = {} if experiments is None else experiments
+    if sweep is None or sweep not in experiments:
+        name = experiment_name(cfg, sweep)
+        if sweep is not None:
+            experiments[sweep] = name
+    else:
+        name = experiments[sweep]
+
+    summary_path = run_dir / "summary.json"
+    summary: dict = {"status": "missing", "error": "no summary.json: the job never ran, was killed or is still running"}
+    if summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            summary = {"status": "unreadable", "error": f"summary.json: {exc}"}
+    metrics = read_metrics(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else []
+
+    rid = run_id(run_dir, root)
+    hyper = _from_config(cfg) if cfg is not None else dict.fromkeys(HYPER_COLUMNS)
+    hyper.update({k: summary[k] for k in HYPER_COLUMNS if summary.get(k) is not None})
+    grok, memo = summary.get("grok_epoch"), summary.get("memorized_epoch")
+    last = metrics[-1] if metrics else {}
+    row = {
+        "run_id": rid,
+        "experiment": name,
+        "sweep_dir": run_id(sweep, root) if sweep is not None and (sweep == root or root in sweep.parents) else None,
+        "cell": int(run_dir.name) if sweep is not None and run_dir.name.isdigit() else None,
+        "status": summary.get("status") or "unknown",
+        "grokked": int(bool(summary.get("grokked", grok is not None))),
+        "grok_epoch": grok,
+        "memorized_epoch": memo,
+        "grok_gap": grok - memo if grok is not None and memo is not None else None,
+        **hyper,
+        "grokfast": None if hyper.get("grokfast") is None else int(bool(hyper["grokfast"])),
+        "epochs_run": summary.get("epochs_run", last.get("epoch")),
+        "wall_seconds": summary.get("wall_seconds"),
+        "n_params": summary.get("n_params"),
+        "device": summary.get("device"),
+        "final_train_acc": summary.get("final_train_acc", last.get("train_acc")),
+        "final_val_acc": summary.get("final_val_acc", last.get("val_acc")),
+        "final_train_loss": summary.get("final_train_loss", last.get("train_loss")),
+        "final_val_loss": summary.get("final_val_loss", last.get("val_loss")),
+        "n_evals": len(metrics),
+        "error": summary.get("error"),
+        "run_dir": str(run_dir),
+        "config": _config_json(cfg),
+        "fingerprint": fingerprint(run_dir),
+    }
+    return row, [{"run_id": rid, **m} for m in metrics]
+
+
+def _check_root(root: Path) -> list[Path]:
+    if not root.exists():
+        raise ValueError(f"{root}: no such directory")
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a directory")
+    dirs = find_run_dirs(root)
+    if not dirs:
+        raise ValueError(f"{root}: no runs found (no directory below it holds summary.json or .hydra/config.yaml)")
+    return dirs
+
+
+def _insert_run(con: sqlite3.Connection, row: dict, metrics: list[dict], generation: int) -> None:
+    row = {**row, "ingest_generation": generation}
+    cols = list(RUN_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "run_id")
+    # upsert keeps the rowid of a re-ingested run: rows are updated in place, never renumbered
+    con.execute(
+        f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT(run_id) DO UPDATE SET {updates}",
+        [row.get(c) for c in cols],
+    )
+    con.execute("DELETE FROM metrics WHERE run_id = ?", (row["run_id"],))
+    fields = ("run_id", *METRIC_FIELDS)
+    con.executemany(
+        f"INSERT OR REPLACE INTO metrics ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
+        [[m[f] for f in fields] for m in metrics],
+    )
+
+
+def _json_value(v):
+    return round(v, 6) if isinstance(v, float) else v
+
+
+def _refresh_experiments(con: sqlite3.Connection) -> None:
+    """experiments is derived from runs: rebuilt whole, so it is the same however the runs got there."""
+    con.execute("DELETE FROM experiments")
+    cols = ["experiment", "sweep_dir", *HYPER_COLUMNS]
+    groups: dict[str, list[dict]] = {}
+    for values in con.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY run_id"):
+        rec = dict(zip(cols, values))
+        groups.setdefault(rec["experiment"], []).append(rec)
+    for name, members in sorted(groups.items()):
+        swept, fixed = {}, {}
+        for key in HYPER_COLUMNS:
+            seen = sorted({_json_value(m[key]) for m in members if m[key] is not None}, key=lambda v: (str(type(v)), v))
+            if len(seen) > 1:
+                swept[key] = seen
+            elif seen:
+                fixed[key] = seen[0]
+        sweeps = sorted({m["sweep_dir"] for m in members if m["sweep_dir"] is not None})
+        n_single = sum(m["sweep_dir"] is None for m in members)
+        kind = "sweep" if not n_single else ("single" if not sweeps else "mixed")
+        con.execute(
+            "INSERT INTO experiments VALUES (?, ?, ?, ?, ?, ?)",
+            (name, kind, len(members), json.dumps(swept, sort_keys=True), json.dumps(fixed, sort_keys=True),
+             json.dumps(sweeps)),
+        )  # fmt: skip
+
+
+def counts(con: sqlite3.Connection) -> dict[str, int]:
+    return {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("experiments", "runs", "metrics")}
+
+
+def _log_build(con: sqlite3.Connection, report: Report, generation: int, root: Path) -> None:
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    con.execute(
+        "INSERT INTO builds VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (generation, report.kind, at, str(root), len(report.ingested), len(report.updated), report.unchanged,
+         len(report.removed)),
+    )  # fmt: skip
+
+
+def build(root: Path | str, db_path: Path | str | None = None) -> Report:
+    """A clean build of the database (default root/experiments.db) from every run dir under root."""
+    root = Path(root).resolve()
+    dirs = _check_root(root)
+    db_path = Path(db_path) if db_path is not None else root / "experiments.db"
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    # built aside and renamed: a reader never sees half a database, a failed build leaves the old one
+    tmp = db_path.with_name(f".{db_path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    report = Report(db_path, "build")
+    con = sqlite3.connect(tmp)
+    try:
+        con.executescript(SCHEMA)
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        con.execute("INSERT INTO meta VALUES ('root', ?)", (str(root),))
+        cache: dict = {}
+        for d in dirs:
+            row, metrics = read_run(d, root, cache)
+            _insert_run(con, row, metrics, generation=1)
+            report.ingested.append(row["run_id"])
+        _refresh_experiments(con)
+        _log_build(con, report, 1, root)
+        con.commit()
+        report.counts = counts(con)
+    except BaseException:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    con.close()
+    os.replace(tmp, db_path)
+    return report
+
+
+def update(root: Path | str, db_path: Path | str | None = None) -> Report:
+    """Re-ingest the runs whose fingerprint changed, add new ones, drop vanished ones; others stay as they are."""
+    root = Path(root).resolve()
+    dirs = _check_root(root)
+    db_path = Path(db_path) if db_path is not None else root / "experiments.db"
+    if not db_path.exists():
+        return build(root, db_path)
+    con = sqlite3.connect(db_path)
+    try:
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            meta = con.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{db_path}: not a grokpipe results database ({exc})") from None
+        if meta is None:
+            raise ValueError(f"{db_path}: not a grokpipe results database (no root in its meta table)")
+        built_from = meta[0]
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"{db_path}: schema version {version}, expected {SCHEMA_VERSION}; build it again")
+        if built_from != str(root):
+            raise ValueError(f"{db_path}: built from {built_from}, not {root}; build it again without --update")
+        known = dict(con.execute("SELECT run_id, fingerprint FROM runs"))
+        generation = con.execute("SELECT MAX(generation) FROM builds").fetchone()[0] + 1
+        report = Report(db_path, "update")
+        cache: dict = {}
+        seen = set()
+        for d in dirs:
+            rid = run_id(d, root)
+            seen.add(rid)
+            if known.get(rid) == fingerprint(d):
+                report.unchanged += 1
+                continue
+            row, metrics = read_run(d, root, cache)
+            _insert_run(con, row, metrics, generation)
+            (report.updated if rid in known else report.ingested).append(rid)
+        report.removed = sorted(set(known) - seen)
+        for rid in report.removed:
+            con.execute("DELETE FROM runs WHERE run_id = ?", (rid,))
+            con.execute("DELETE FROM metrics WHERE run_id = ?", (rid,))
+        _refresh_experiments(con)
+        _log_build(con, report, generation, root)
+        con.commit()
+        report.counts = counts(con)
+    finally:
+        con.close()
+    return report
+
+
+def build_sweep_db(sweep_dir: Path) -> Path:
+    """The end-of-sweep hook: sweep_dir/experiments.db from the sweep's cells, and its figures in sweep_dir/figures/."""
+    from grokpipe.figures import write_figures
+
+    sweep_dir = Path(sweep_dir)
+    report = build(sweep_dir, sweep_dir / "experiments.db")
+    write_figures(report.db_path, sweep_dir / "figures")
+    return report.db_path

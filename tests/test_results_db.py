@@ -1,0 +1,322 @@
+"""The results database, built from real sweeps: row counts, rows against summary.json, views against statistics
+computed directly from the run dirs, clean builds that repeat exactly, incremental updates, bad input."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import FAST_GROK, ROOT, launch
+
+from grokpipe.results_db import build, build_sweep_db, update
+
+TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]
+TINY_GRID = ["model.d_model=8,16", "optim.wd=0.1,1", "train.seed=0,1"]
+# FAST_GROK at a higher lr and no patience: groks by epoch ~600 with val acc 1.0, in a third of the time
+GROK = [o for o in FAST_GROK if not o.startswith(("optim.lr=", "train.patience="))] + [
+    "optim.lr=1e-2",
+    "train.patience=0",
+]
+# two seeds that grok at different epochs, and a cell per seed that fails at run time (no mps on these machines)
+GROK_GRID = ["train.seed=2,3", "train.device=cpu,mps", "+logger.group=fast_grok"]
+TABLES = ("experiments", "runs", "metrics")
+VIEWS = ("run_summary", "ratio_sweep_stats", "phase_boundary", "experiment_overview")
+
+
+def results_root(tmp_path_factory) -> Path:
+    """Two real sweeps, made once per test session and shared read-only by the test modules (copy to change)."""
+    root = tmp_path_factory.getbasetemp() / "results"
+    if (root / ".made").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    sweeps = [
+        ["-m", *TINY, *TINY_GRID, "hydra/launcher=local", f"hydra.sweep.dir={root}/multirun/tiny"],
+        ["-m", *GROK, *GROK_GRID, "hydra/launcher=local", f"hydra.sweep.dir={root}/multirun/grok"],
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda args: launch(args, cwd=root), sweeps))
+    assert done[0].returncode == 0, done[0].stderr[-3000:]
+    assert done[1].returncode == 1, done[1].stderr[-3000:]  # the mps cells fail, as intended
+    (root / ".made").touch()
+    return root
+
+
+def script(name: str):
+    """A script of scripts/ as a module, so tests can call its main() in this process."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *map(str, args)], capture_output=True, text=True
+    )
+
+
+def rows(db: Path, table: str, order: str = "") -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute(f"SELECT * FROM {table} {order}").fetchall()
+
+
+def dicts(db: Path, sql: str, args: tuple = ()) -> list[dict]:
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute(sql, args)]
+    finally:
+        con.close()
+
+
+def cell_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in (root / "multirun").glob("*/*") if d.name.isdigit())
+
+
+def summaries(root: Path) -> dict[str, dict]:
+    return {d.relative_to(root).as_posix(): json.loads((d / "summary.json").read_text()) for d in cell_dirs(root)}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return results_root(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def db(root, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("db") / "experiments.db"
+    build(root, path)
+    return path
+
+
+def test_one_runs_row_per_run_dir_and_one_metrics_row_per_csv_row(root, db):
+    dirs = cell_dirs(root)
+    assert len(dirs) == 12
+    assert sorted(r[0] for r in rows(db, "runs")) == sorted(d.relative_to(root).as_posix() for d in dirs)
+    for d in dirs:
+        csv_rows = list(csv.DictReader(open(d / "metrics.csv"))) if (d / "metrics.csv").exists() else []
+        rid = d.relative_to(root).as_posix()
+        in_db = dicts(db, "SELECT epoch, val_acc FROM metrics WHERE run_id = ? ORDER BY epoch", (rid,))
+        assert [m["epoch"] for m in in_db] == [int(r["epoch"]) for r in csv_rows]
+        assert [m["val_acc"] for m in in_db] == pytest.approx([float(r["val_acc"]) for r in csv_rows])
+        (run,) = dicts(db, "SELECT n_evals FROM runs WHERE run_id = ?", (rid,))
+        assert run["n_evals"] == len(csv_rows)
+    assert len(rows(db, "metrics")) == sum(r["n_evals"] for r in dicts(db, "SELECT n_evals FROM runs")) > 100
+
+
+def test_runs_rows_hold_each_summary_and_failed_cells_what_their_config_says(root, db):
+    got = {r["run_id"]: r for r in dicts(db, "SELECT * FROM runs")}
+    for rid, s in summaries(root).items():
+        r = got[rid]
+        assert r["status"] == s["status"]
+        if s["status"] == "failed":  # what summary.json lacks comes from .hydra/config.yaml
+            assert r["error"] == s["error"] and r["n_evals"] == 0
+            assert (r["model"], r["d_model"], r["p"], r["wd"], r["lr"]) == ("mlp", 64, 59, 1.0, 0.01)
+            assert r["ratio"] == pytest.approx(64 / 59) and r["seed"] in (2, 3) and r["grokked"] == 0
+            continue
+        for key in ("grok_epoch", "memorized_epoch", "d_model", "p", "op", "seed", "epochs_run", "model"):
+            assert r[key] == s[key], key
+        for key in ("ratio", "wd", "lr", "final_val_acc", "final_train_acc", "wall_seconds"):
+            assert r[key] == pytest.approx(s[key]), key
+        assert r["grokked"] == int(s["grokked"]) and r["cell"] == int(rid.rsplit("/", 1)[1])
+    assert {r["experiment"] for r in got.values()} == {"sweep-multirun_tiny", "fast_grok"}
+    assert sum(r["grokked"] for r in got.values()) == 2
+
+
+def test_a_failed_cell_with_only_status_and_error_gets_its_row_from_the_config(root, tmp_path):
+    sweep = tmp_path / "sw"
+    shutil.copytree(root / "multirun" / "grok", sweep)
+    (sweep / "3" / "summary.json").write_text(json.dumps({"status": "failed", "error": "Killed: out of memory"}))
+    shutil.rmtree(sweep / "2")  # no summary at all: the cell's config still makes a row
+    (sweep / "2" / ".hydra").mkdir(parents=True)
+    shutil.copy(sweep / "0" / ".hydra" / "config.yaml", sweep / "2" / ".hydra" / "config.yaml")
+    build(sweep)
+    got = {r["run_id"]: r for r in dicts(sweep / "experiments.db", "SELECT * FROM runs")}
+    three, two = got["3"], got["2"]
+    assert (three["status"], three["error"]) == ("failed", "Killed: out of memory")
+    assert (three["grokked"], three["grok_epoch"], three["model"], three["d_model"], three["p"]) == (
+        0,
+        None,
+        "mlp",
+        64,
+        59,
+    )
+    assert (three["wd"], three["lr"], three["seed"]) == (1.0, 0.01, 3)
+    assert three["ratio"] == pytest.approx(64 / 59) and three["experiment"] == "fast_grok"
+    assert two["status"] == "missing" and "no summary.json" in two["error"] and two["seed"] == 2
+
+
+def test_experiments_say_what_was_swept_and_what_was_fixed(db):
+    exp = {r["name"]: r for r in dicts(db, "SELECT * FROM experiments")}
+    tiny, grok = exp["sweep-multirun_tiny"], exp["fast_grok"]
+    assert set(json.loads(tiny["swept"])) == {"d_model", "ratio", "wd", "seed"}
+    assert json.loads(tiny["swept"])["wd"] == [0.1, 1.0] and json.loads(tiny["fixed"])["p"] == 23
+    assert json.loads(grok["swept"]) == {"seed": [2, 3]}
+    assert json.loads(grok["fixed"])["lr"] == 0.01
+    assert (tiny["n_runs"], grok["n_runs"], tiny["kind"]) == (8, 4, "sweep")
+    assert json.loads(grok["sweep_dirs"]) == ["multirun/grok"]
+
+
+def _expected_stats(root: Path) -> dict[tuple, dict]:
+    """Per experiment x wd x ratio, straight from summary.json (failed cells from their config)."""
+    out: dict[tuple, list] = {}
+    for rid, s in summaries(root).items():
+        exp = "fast_grok" if rid.startswith("multirun/grok") else "sweep-multirun_tiny"
+        key = (exp, s.get("wd", 1.0), round(s.get("ratio", 64 / 59), 6))
+        out.setdefault(key, []).append(s)
+    return out
+
+
+def test_ratio_sweep_stats_equal_statistics_of_the_summaries(root, db):
+    view = {(r["experiment"], r["wd"], r["ratio"]): r for r in dicts(db, "SELECT * FROM ratio_sweep_stats")}
+    expected = _expected_stats(root)
+    assert set(view) == set(expected)
+    for key, members in expected.items():
+        epochs = [s["grok_epoch"] for s in members if s.get("grokked")]
+        v = view[key]
+        assert v["n"] == len(members) and v["n_grokked"] == len(epochs)
+        assert v["n_failed"] == sum(s["status"] == "failed" for s in members)
+        if epochs:
+            assert v["grok_mean"] == pytest.approx(statistics.fmean(epochs))
+            assert (v["grok_min"], v["grok_max"]) == (min(epochs), max(epochs))
+            gaps = [s["grok_epoch"] - s["memorized_epoch"] for s in members if s.get("grokked")]
+            assert (v["gap_min"], v["gap_max"]) == (min(gaps), max(gaps))
+        else:
+            assert v["grok_mean"] is None and v["grok_min"] is None
+    grok = view[("fast_grok", 1.0, round(64 / 59, 6))]
+    assert grok["grok_min"] < grok["grok_max"]  # the seeds grok at different epochs: min/max are not one value
+
+
+def test_phase_boundary_rates_equal_the_summaries(root, db):
+    by_cell: dict[tuple, list] = {}
+    for (_, wd, ratio), members in _expected_stats(root).items():
+        by_cell.setdefault((wd, ratio), []).extend(members)
+    view = {(r["wd"], r["ratio"]): r for r in dicts(db, "SELECT * FROM phase_boundary")}
+    assert set(view) == set(by_cell)
+    for key, members in by_cell.items():
+        grokked = sum(bool(s.get("grokked")) for s in members)
+        finished = sum(s["status"] in ("grokked", "completed") for s in members)
+        assert view[key]["success_rate"] == pytest.approx(grokked / len(members))
+        assert view[key]["finished_success_rate"] == pytest.approx(grokked / finished)
+    assert view[(1.0, round(64 / 59, 6))]["success_rate"] == pytest.approx(0.5)
+
+
+def test_experiment_overview_and_run_summary(root, db):
+    over = {r["experiment"]: r for r in dicts(db, "SELECT * FROM experiment_overview")}
+    grok = {rid: s for rid, s in summaries(root).items() if s.get("grokked")}
+    fastest = min(grok, key=lambda rid: grok[rid]["grok_epoch"])
+    slowest = max(grok, key=lambda rid: grok[rid]["grok_epoch"])
+    g = over["fast_grok"]
+    assert (g["n_runs"], g["n_grokked"], g["n_failed"]) == (4, 2, 2)
+    assert (g["fastest_grok"], g["slowest_grok"]) == (grok[fastest]["grok_epoch"], grok[slowest]["grok_epoch"])
+    assert (g["fastest_run"], g["slowest_run"]) == (fastest, slowest)
+    t = over["sweep-multirun_tiny"]
+    assert (t["n_runs"], t["n_grokked"], t["fastest_grok"]) == (8, 0, None)
+    summary = dicts(db, "SELECT run_id, grokked, experiment_kind, experiment_runs FROM run_summary")
+    assert len(summary) == 12 and {r["run_id"] for r in summary if r["grokked"]} == set(grok)
+    assert all(r["grokked"] in (0, 1) for r in summary) and {r["experiment_runs"] for r in summary} == {4, 8}
+
+
+def test_building_twice_gives_identical_rows(root, db, tmp_path):
+    again = tmp_path / "again.db"
+    report = build(root, again)
+    assert report.counts == {"experiments": 2, "runs": 12, "metrics": len(rows(db, "metrics"))}
+    for name in TABLES + VIEWS:
+        order = "ORDER BY 1, 2" if name != "experiment_overview" else ""
+        assert rows(again, name, order) == rows(db, name, order), name
+    # rowids too: runs are inserted in run_id order
+    assert rows(again, "runs", "ORDER BY rowid") == rows(db, "runs", "ORDER BY rowid")
+
+
+def test_update_adds_new_runs_reingests_changed_ones_and_leaves_the_rest(root, tmp_path, capsys):
+    work = tmp_path / "results"
+    shutil.copytree(root / "multirun", work / "multirun")
+    assert script("build_db").main([str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "runs ingested 12, updated 0, unchanged 0" in out and "runs 12" in out
+    db = work / "experiments.db"
+    before = {row[0]: row[1:] for row in _with_rowid(db)}
+
+    # a single run appears (outputs/DATE/TIME) and one cell's summary is rewritten with a new value
+    single = work / "outputs" / "2026-01-01" / "00-00-00"
+    shutil.copytree(work / "multirun" / "tiny" / "0", single)
+    changed = work / "multirun" / "tiny" / "5" / "summary.json"
+    s = json.loads(changed.read_text())
+    changed.write_text(json.dumps({**s, "wall_seconds": 123.5}))
+    r = run_script("build_db", work, "--update")
+    assert r.returncode == 0, r.stderr
+    assert "runs ingested 1, updated 1, unchanged 11, removed 0" in r.stdout and "runs 13" in r.stdout
+
+    after = {row[0]: row[1:] for row in _with_rowid(db)}
+    new_id = "outputs/2026-01-01/00-00-00"
+    assert set(after) - set(before) == {new_id}
+    for rid in before:
+        if rid != "multirun/tiny/5":
+            assert after[rid] == before[rid], rid  # same rowid, generation, fingerprint, every column
+    rowid, generation, wall = after["multirun/tiny/5"][:3]
+    assert (rowid, generation, wall) == (before["multirun/tiny/5"][0], 2, 123.5)
+    (new,) = dicts(db, "SELECT * FROM runs WHERE run_id = ?", (new_id,))
+    assert (new["experiment"], new["sweep_dir"], new["cell"], new["ingest_generation"]) == ("add-p23", None, None, 2)
+    assert len(dicts(db, "SELECT epoch FROM metrics WHERE run_id = ?", (new_id,))) == new["n_evals"] == 6
+    assert dicts(db, "SELECT kind FROM experiments WHERE name = 'add-p23'") == [{"kind": "single"}]
+
+    # nothing changed: nothing re-read; a vanished run dir leaves the database with its metrics
+    shutil.rmtree(single)
+    report = update(work)
+    assert (report.ingested, report.updated, report.unchanged, report.removed) == ([], [], 12, [new_id])
+    assert dicts(db, "SELECT COUNT(*) AS n FROM metrics WHERE run_id = ?", (new_id,)) == [{"n": 0}]
+
+
+def _with_rowid(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT run_id, rowid, ingest_generation, wall_seconds, * FROM runs").fetchall()
+
+
+def test_update_refuses_a_database_built_from_another_root(root, tmp_path):
+    (tmp_path / "a").mkdir()
+    shutil.copytree(root / "multirun" / "tiny" / "0", tmp_path / "a" / "run")
+    shutil.copytree(root / "multirun" / "tiny" / "1", tmp_path / "b" / "run")
+    build(tmp_path / "a", tmp_path / "x.db")
+    with pytest.raises(ValueError, match=r"built from .*/a, not .*/b; build it again"):
+        update(tmp_path / "b", tmp_path / "x.db")
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "file"])
+def test_bad_results_dir_is_one_line_naming_the_path(kind, tmp_path):
+    path = {"missing": tmp_path / "nope", "empty": tmp_path, "file": tmp_path / "f.txt"}[kind]
+    if kind == "file":
+        path.write_text("x")
+    (tmp_path / "just_a_dir" / "wandb").mkdir(parents=True)  # dirs without runs do not count as runs
+    expected = {"missing": "no such directory", "empty": "no runs found", "file": "not a directory"}[kind]
+    with pytest.raises(ValueError, match=expected):
+        build(path)
+    with pytest.raises(SystemExit) as exit_:
+        script("build_db").main([str(path)])
+    assert exit_.value.code == 2
+    r = run_script("build_db", path, "--update") if kind == "missing" else None
+    if r is not None:
+        assert r.returncode == 2 and r.stderr.splitlines() == [f"error: {path}: no such directory"]
+        assert r.stdout == ""
+
+
+def test_sweep_hook_builds_the_sweeps_database_and_figures(root, tmp_path):
+    sweep = tmp_path / "grok"
+    shutil.copytree(root / "multirun" / "grok", sweep)
+    path = build_sweep_db(sweep)
+    assert path == sweep / "experiments.db"
+    assert sorted(r[0] for r in rows(path, "runs")) == ["0", "1", "2", "3"]
+    assert dicts(path, "SELECT name, n_runs FROM experiments") == [{"name": "fast_grok", "n_runs": 4}]
+    figures = sorted(p.name for p in (sweep / "figures").iterdir())
+    assert figures == sorted(
+        ["phase_diagram.png", "grok_vs_ratio.png", "grok_gap.png", "curves_fast_grok.png", "weight_norm_fast_grok.png"]
+    )
