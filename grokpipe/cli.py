@@ -59,7 +59,7 @@ def main(cfg: DictConfig) -> float | None:
         _record_failure(run_dir, cfg, f"{type(exc).__name__}: {exc}")
         return None
     print(json.dumps(summary, indent=2), flush=True)
-    return summary["grok_epoch"]
+    return summary.get("grok_epoch")
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:

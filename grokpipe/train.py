@@ -211,17 +211,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                     status = "interrupted"
                     break
         except StorageError as exc:
-            raise StorageError(
-                exc.errno,
-                f"{exc.strerror}; run stopped at epoch {epoch}, last good checkpoint: {last} (epoch {saved_epoch})",
-            ) from exc
+            raise stopped(exc, epoch, saved_epoch) from exc
         finally:
             progress.close()
             metrics.close()
 
         if status == "running":
             status = "grokked" if detector.grokked else "completed"
-        save_latest(last, state(epoch, status))
         final = metrics.rows[-1] if metrics.rows else {}
         summary = {
             "status": status,
@@ -252,7 +248,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "device": str(device),
             "run_dir": str(run_dir),
         }
-        write_summary(run_dir / "summary.json", summary)
+        try:  # summary first: a finished checkpoint without its summary would never be trained again
+            write_summary(run_dir / "summary.json", summary)
+            save_latest(last, state(epoch, status))
+        except StorageError as exc:
+            raise stopped(exc, epoch, saved_epoch) from exc
         if tc.plot and metrics.rows:
             from grokpipe.plots import plot_curves
 
@@ -265,6 +265,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             print(f"interrupted at epoch {epoch}: checkpoint saved, resume by launching on {run_dir}", flush=True)
             stop.hand_over()
         return summary
+
+
+def stopped(exc: StorageError, epoch: int, saved_epoch: int) -> StorageError:
+    """The storage error, saying where the run stopped and which checkpoint is intact."""
+    return StorageError(
+        exc.errno,
+        f"{exc.strerror}; run stopped at epoch {epoch}, last good checkpoint: "
+        f"checkpoints/last.pt (epoch {saved_epoch})",
+    )
 
 
 def _read_summary(run_dir: Path) -> dict:

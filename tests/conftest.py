@@ -6,8 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+# one torch thread in the tests and in every process they start: these models gain little from a second
+# thread, and two threads on a loaded 2-core machine run several times slower than one
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -211,10 +211,10 @@ def test_killed_wandb_helper_never_stops_training(tmp_path, long_reference):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 2 MiB tmpfs: a disk that really fills up."""
+    """A 4 MiB tmpfs: a disk that really fills up."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)])
@@ -270,7 +270,7 @@ def test_disk_filling_mid_run_stops_cleanly_and_resumes(small_disk, long_referen
     assert f"(epoch {good})" in line
     filler.unlink()
     proc = start(LONG, run_dir)
-    assert proc.wait(timeout=300) == 0
+    assert proc.wait(timeout=300) == 0, proc.communicate()
     rows = read_metrics(run_dir / "metrics.csv")
     assert strip(rows) == long_reference
 
