@@ -299,7 +299,8 @@ def test_killed_worker_is_reported_and_a_rerun_finishes_only_what_is_left(tmp_pa
     )
     os.kill(int(victim), signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1
+    assert proc.returncode == 1, out[-2000:] + err[-2000:]
+    assert (sweep / "1" / "summary.json").exists(), out[-3000:] + err[-3000:]
     cell = json.loads((sweep / "1" / "summary.json").read_text())
     assert cell["status"] == "failed" and "killed by SIGKILL" in cell["error"]
     assert "cell 1 failed: worker process killed by SIGKILL" in out

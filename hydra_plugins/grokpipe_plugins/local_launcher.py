@@ -77,7 +77,10 @@ class LocalLauncher(Launcher):
                 running[proc.sentinel] = (num, proc, recv)
             for sentinel in wait(list(running)):
                 num, proc, recv = running.pop(sentinel)
-                ret = recv.recv() if recv.poll() else None
+                try:
+                    ret = recv.recv() if recv.poll() else None
+                except EOFError:  # the worker died: its end of the pipe closed with nothing sent
+                    ret = None
                 proc.join()
                 if ret is None:
                     code = proc.exitcode
