@@ -1,0 +1,309 @@
+"""Throughput of grokpipe's training paths against a plain loop, with FLOPs and the share of the machine's limit.
+
+    python scripts/bench.py                        # p=97, d_model 128 and 32, CPU (and CUDA when present)
+    python scripts/bench.py --procs --json b.json  # also: two one-thread processes against one process
+    python scripts/bench.py --quick                # tiny sizes, seconds (what tests/test_bench.py runs)
+
+Rows, per device and d_model (all on seed 003's GrokTransformer, full batch, eval every 10 epochs):
+  reference  the plain loop seed 003 describes: forward, loss, zero_grad, backward, step; eval with .item()
+  single     grokpipe.train.run() itself (logger=none, plot=false, patience=null) in a temp dir
+  packed     grokpipe.packed.train_packed() over N members (seeds x weight decays); counts member-epochs
+  bf16       run() with train.precision=bf16
+  sweep_*    (--procs) run() in fresh processes: one alone with the default threads, one alone with one
+             thread, and two one-thread processes side by side (their summed run-epochs per second)
+Timings are medians over --repeats rounds; within a round the rows run one after another, so their ratios
+are measured side by side. FLOPs per epoch are counted by torch.utils.flop_counter.FlopCounterMode
+(forward + backward of one step + the evaluation amortised over eval_every; optimizer FLOPs left out);
+the limit is the median rate of a large fp32 matmul measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import queue
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from grokpipe.models import build_model  # noqa: E402
+from grokpipe.tasks import make_dataset  # noqa: E402
+
+EVAL_EVERY = 10
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def run_overrides(p: int, d_model: int, epochs: int, device: str, extra: tuple = ()) -> list[str]:
+    return [
+        f"task.p={p}",
+        f"model.d_model={d_model}",
+        f"train.max_epochs={epochs}",
+        f"train.eval_every={EVAL_EVERY}",
+        "train.patience=null",
+        f"train.device={device}",
+        "logger=none",
+        "train.plot=false",
+        "train.print_every=0",
+        *extra,
+    ]
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(device: str, n: int, repeats: int, dtype=torch.float32) -> float:
+    """The machine's limit: the median rate of an n x n matmul."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def flops_per_epoch(p: int, d_model: int, device: str) -> int:
+    """Forward + backward of one full-batch step plus (train + val forward) / eval_every, by FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = compose(run_overrides(p, d_model, 1, device))
+    data = make_dataset(cfg.task.op, p, cfg.task.train_frac, cfg.task.split_seed).to(device)
+    model = build_model(cfg.model, data.vocab_size, data.n_classes).to(device)
+    with FlopCounterMode(display=False) as step:
+        F.cross_entropy(model(data.train_x), data.train_y).backward()
+    # counted in train mode: eval mode's fused encoder kernel is invisible to the counter, the math is the same
+    with FlopCounterMode(display=False) as evaluation, torch.no_grad():
+        model(data.train_x), model(data.val_x)
+    return step.get_total_flops() + evaluation.get_total_flops() // EVAL_EVERY
+
+
+def reference(p: int, d_model: int, epochs: int, device: str) -> float:
+    """Seed 003's loop written the plain way; returns seconds for `epochs` epochs."""
+    cfg = compose(run_overrides(p, d_model, epochs, device))
+    data = make_dataset("add", p, 0.5, 0).to(device)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, data.vocab_size, data.n_classes).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
+    sync(device)
+    t = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        logits = model(data.train_x)
+        loss = F.cross_entropy(logits, data.train_y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if epoch % EVAL_EVERY == 0:
+            model.eval()
+            with torch.no_grad():
+                for x, y in ((data.train_x, data.train_y), (data.val_x, data.val_y)):
+                    out = model(x)
+                    F.cross_entropy(out, y).item(), (out.argmax(-1) == y).float().mean().item()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def single(p: int, d_model: int, epochs: int, device: str, extra: tuple = ()) -> float:
+    """grokpipe.train.run() end to end in a temp dir; returns seconds."""
+    from grokpipe.train import run
+
+    cfg = compose(run_overrides(p, d_model, epochs, device, extra))
+    with tempfile.TemporaryDirectory() as tmp:
+        sync(device)
+        t = time.perf_counter()
+        run(cfg, Path(tmp))
+        sync(device)
+        return time.perf_counter() - t
+
+
+def packed(p: int, d_model: int, epochs: int, device: str, members: int) -> float:
+    """grokpipe.packed.train_packed() over `members` seeds x weight decays; returns seconds."""
+    from grokpipe.packed import train_packed
+
+    wds = (1.0, 0.3, 0.1, 3.0)
+    cfgs = [
+        compose(run_overrides(p, d_model, epochs, device, (f"train.seed={i}", f"optim.wd={wds[i % len(wds)]}")))
+        for i in range(members)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        sync(device)
+        t = time.perf_counter()
+        train_packed(cfgs, [Path(tmp) / str(i) for i in range(members)])
+        sync(device)
+        return time.perf_counter() - t
+
+
+def _sweep_worker(threads: int | None, p: int, d_model: int, epochs: int, start, out) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    single(p, d_model, 1, "cpu")  # warm-up: imports and first-call costs stay out of the timing
+    start.wait()
+    out.put(single(p, d_model, epochs, "cpu"))
+
+
+def sweep_round(p: int, d_model: int, epochs: int, procs: int, threads: int | None) -> float:
+    """`procs` fresh processes running run() side by side; returns their summed run-epochs per second."""
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Barrier(procs), ctx.Queue()
+    workers = [ctx.Process(target=_sweep_worker, args=(threads, p, d_model, epochs, start, out)) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    seconds = []
+    while len(seconds) < procs:
+        try:
+            seconds.append(out.get(timeout=5))
+        except queue.Empty:
+            dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            if dead:  # a worker that died never reports: fail instead of waiting forever
+                raise RuntimeError(f"a sweep worker exited with status {dead[0]}") from None
+    for w in workers:
+        w.join()
+    return sum(epochs / s for s in seconds)
+
+
+def bench(args) -> dict:
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows, limits = [], {}
+    for device in devices:
+        limits[device] = {
+            "fp32_matmul_gflops": matmul_gflops(device, args.matmul_n, max(args.repeats, 5)),
+            "bf16_matmul_gflops": matmul_gflops(device, args.matmul_n, max(args.repeats, 5), torch.bfloat16),
+        }
+        for d_model in args.d_model:
+            shape = dict(p=args.p, d_model=d_model, device=device)
+            cases = {
+                "reference": (1, partial(reference, **shape)),
+                "single": (1, partial(single, **shape)),
+                "packed": (args.members, partial(packed, **shape, members=args.members)),
+                "bf16": (1, partial(single, **shape, extra=("train.precision=bf16",))),
+            }
+            for _, fn in cases.values():  # warm-up round, untimed: first-call costs stay out of the timing
+                fn(epochs=2)
+            times = {name: [] for name in cases}
+            for _ in range(args.repeats):
+                for name, (_, fn) in cases.items():
+                    times[name].append(fn(epochs=args.epochs))
+            flops = flops_per_epoch(args.p, d_model, device)
+            for name, (members, _) in cases.items():
+                rows.append(_row(name, device, d_model, args, members, args.epochs, times[name], flops, limits))
+            if args.procs and device == "cpu":
+                rows += sweep_rows(args, d_model, flops, limits)
+    ref = {(r["device"], r["d_model"]): r["run_epochs_per_s"] for r in rows if r["name"] == "reference"}
+    for r in rows:
+        r["vs_reference"] = r["run_epochs_per_s"] / ref[(r["device"], r["d_model"])]
+    return {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "loadavg_at_end": os.getloadavg(),
+        },
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "limits": limits,
+        "rows": rows,
+    }
+
+
+def sweep_rows(args, d_model: int, flops: int, limits: dict) -> list[dict]:
+    layouts = {"sweep_1proc_default_threads": (1, None), "sweep_1proc_1thread": (1, 1), "sweep_2procs_1thread": (2, 1)}
+    rates = {name: [] for name in layouts}
+    for _ in range(args.repeats):
+        for name, (procs, threads) in layouts.items():
+            rates[name].append(sweep_round(args.p, d_model, args.epochs, procs, threads))
+    rows = []
+    for name, (procs, _) in layouts.items():
+        # express as seconds for `epochs` run-epochs so _row's arithmetic applies unchanged
+        times = [args.epochs / r for r in rates[name]]
+        rows.append(_row(name, "cpu", d_model, args, 1, args.epochs, times, flops, limits))
+        rows[-1]["processes"] = procs
+    return rows
+
+
+def _row(name, device, d_model, args, members, epochs, times, flops, limits) -> dict:
+    seconds = statistics.median(times)
+    rate = members * epochs / seconds
+    gflops = rate * flops / 1e9
+    return {
+        "name": name,
+        "device": device,
+        "p": args.p,
+        "d_model": d_model,
+        "members": members,
+        "epochs": epochs,
+        "seconds": times,
+        "run_epochs_per_s": rate,
+        "ms_per_run_epoch": 1e3 / rate,
+        "flops_per_epoch": flops,
+        "gflops_per_s": gflops,
+        "share_of_fp32_limit": gflops / limits[device]["fp32_matmul_gflops"],
+    }
+
+
+def table(result: dict) -> str:
+    head = f"{'row':<28}{'dev':<6}{'d':>5}{'M':>4}{'ep/s':>9}{'ms/ep':>9}{'GFLOP/ep':>10}{'GFLOP/s':>9}"
+    head += f"{'limit%':>8}{'vs ref':>8}"
+    lines = [head, "-" * len(head)]
+    for r in result["rows"]:
+        lines.append(
+            f"{r['name']:<28}{r['device']:<6}{r['d_model']:>5}{r['members']:>4}{r['run_epochs_per_s']:>9.2f}"
+            f"{r['ms_per_run_epoch']:>9.1f}{r['flops_per_epoch'] / 1e9:>10.3f}{r['gflops_per_s']:>9.1f}"
+            f"{100 * r['share_of_fp32_limit']:>7.1f}%{r['vs_reference']:>8.2f}"
+        )
+    for device, lim in result["limits"].items():
+        lines.append(
+            f"{device} limit: fp32 matmul {lim['fp32_matmul_gflops']:.1f} GFLOP/s, bf16 {lim['bf16_matmul_gflops']:.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=20, help="epochs per timed run (per member when packed)")
+    ap.add_argument("--members", type=int, default=8, help="members of the packed row")
+    ap.add_argument("--d-model", type=int, nargs="+", default=[128, 32])
+    ap.add_argument("--p", type=int, default=97)
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds; medians are reported")
+    ap.add_argument("--matmul-n", type=int, default=2048, help="size of the matmul that sets the limit")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: torch's)")
+    ap.add_argument("--procs", action="store_true", help="also time one process against two one-thread processes")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
+    ap.add_argument("--json", type=Path, default=None, help="write the result here")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.epochs, args.members, args.d_model, args.p, args.repeats, args.matmul_n = 10, 2, [16], 23, 1, 256
+        args.threads = args.threads or 1  # two threads on a shared 2-core box mostly wait for each other
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = bench(args)
+    print(table(result), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""scripts/bench.py runs end to end and reports every row with a positive throughput and FLOP count."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+ROWS = {"reference", "single", "packed", "bf16", "sweep_1proc_default_threads", "sweep_1proc_1thread"}
+
+
+def test_quick_bench_writes_every_row(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--procs", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert ROWS | {"sweep_2procs_1thread"} == {r["name"] for r in rows}
+    for r in rows:
+        assert r["run_epochs_per_s"] > 0 and r["flops_per_epoch"] > 0 and r["gflops_per_s"] > 0, r["name"]
+        assert 0 < r["share_of_fp32_limit"] and r["vs_reference"] > 0, r["name"]
+    assert [r["members"] for r in rows if r["name"] == "packed"] == [2]
+    assert [r["processes"] for r in rows if r["name"] == "sweep_2procs_1thread"] == [2]
+    assert result["limits"]["cpu"]["fp32_matmul_gflops"] > 0
+    assert "reference" in proc.stdout and "GFLOP/s" in proc.stdout

@@ -1,0 +1,195 @@
+"""Packed training: every member of a stacked pack trains exactly as its config would alone, with the same outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import compose_cfg
+
+from grokpipe.outputs import METRIC_FIELDS, load_checkpoint, read_metrics
+from grokpipe.packed import check_packable, group_by_shape, train_packed
+from grokpipe.train import run
+from grokpipe.validate import ConfigError
+
+BASE = [
+    "task.p=23",
+    "model.d_model=32",
+    "train.max_epochs=100",
+    "train.patience=null",
+    "train.latest_every=50",
+    "train.checkpoint_every=50",
+    "logger=none",
+    "train.plot=false",
+    "train.print_every=0",
+]
+# three members differing in every per-member key: seed, wd, lr, split seed, warm-up
+MEMBERS = [
+    ["train.seed=0"],
+    ["train.seed=1", "optim.wd=0.1", "optim.lr=3e-3"],
+    ["train.seed=2", "optim.wd=3", "optim.lr=5e-4", "task.split_seed=4", "optim.warmup_steps=0"],
+]
+
+
+@pytest.fixture(scope="module")
+def float64_one_thread():
+    """float64 so that 'equal' means 1e-6 after 100 steps; one thread as the local launcher runs."""
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pack_and_singles(tmp_path_factory, float64_one_thread):
+    root = tmp_path_factory.mktemp("pack")
+    cfgs = [compose_cfg(BASE + m) for m in MEMBERS]
+    packed = train_packed(cfgs, [root / f"member{i}" for i in range(len(MEMBERS))])
+    singles = [run(compose_cfg(BASE + m), root / f"single{i}") for i, m in enumerate(MEMBERS)]
+    return root, packed, singles
+
+
+def test_members_match_single_runs_to_1e6(pack_and_singles):
+    root, packed, singles = pack_and_singles
+    for i, (p, s) in enumerate(zip(packed, singles)):
+        for key in ("final_train_loss", "final_val_loss", "final_train_acc", "final_val_acc"):
+            assert p[key] == pytest.approx(s[key], abs=1e-6), (i, key)
+        assert (p["status"], p["epochs_run"], p["grok_epoch"]) == (s["status"], s["epochs_run"], s["grok_epoch"])
+        a = load_checkpoint(root / f"member{i}" / "checkpoints" / "last.pt")
+        b = load_checkpoint(root / f"single{i}" / "checkpoints" / "last.pt")
+        assert a["model"].keys() == b["model"].keys()
+        for name in a["model"]:
+            torch.testing.assert_close(a["model"][name], b["model"][name], atol=1e-6, rtol=0)
+        for k, state in b["optimizer"]["state"].items():
+            assert float(a["optimizer"]["state"][k]["step"]) == float(state["step"]) == 100
+            for moment in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(a["optimizer"]["state"][k][moment], state[moment], atol=1e-6, rtol=0)
+        assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+        assert a["scheduler"] == b["scheduler"]
+        rows_p, rows_s = (
+            read_metrics(root / f"member{i}" / "metrics.csv"),
+            read_metrics(root / f"single{i}" / "metrics.csv"),
+        )
+        assert [r["epoch"] for r in rows_p] == [r["epoch"] for r in rows_s] == list(range(10, 101, 10))
+        for rp, rs in zip(rows_p, rows_s):
+            for key in ("train_loss", "val_loss", "train_acc", "val_acc", "weight_norm", "lr"):
+                assert rp[key] == pytest.approx(rs[key], rel=1e-5, abs=1e-6), (i, rp["epoch"], key)
+    # the members really differ: otherwise matching them proves little
+    assert len({round(p["final_train_loss"], 4) for p in packed}) == len(MEMBERS)
+
+
+def test_member_outputs_follow_the_contract(pack_and_singles):
+    root, packed, singles = pack_and_singles
+    for i, (p, s) in enumerate(zip(packed, singles)):
+        d = root / f"member{i}"
+        assert (d / "metrics.csv").read_text().splitlines()[0] == ",".join(METRIC_FIELDS)
+        on_disk = json.loads((d / "summary.json").read_text())
+        assert on_disk.keys() == s.keys() and on_disk == p
+        assert on_disk["run_dir"] == str(d) and on_disk["seed"] == i
+        names = sorted(f.name for f in (d / "checkpoints").iterdir())
+        assert names == sorted(f.name for f in (root / f"single{i}" / "checkpoints").iterdir())
+        assert {"epoch_0000050.pt", "epoch_0000100.pt", "last.pt"} <= set(names)
+        mid_p = load_checkpoint(d / "checkpoints" / "epoch_0000050.pt")
+        mid_s = load_checkpoint(root / f"single{i}" / "checkpoints" / "epoch_0000050.pt")
+        assert mid_p.keys() == mid_s.keys() and mid_p["epoch"] == 50 and mid_p["status"] == "running"
+        torch.testing.assert_close(mid_p["model"], mid_s["model"], atol=1e-6, rtol=0)
+
+
+def test_packed_checkpoint_resumes_in_a_single_run(pack_and_singles):
+    root, _, _ = pack_and_singles
+    longer = BASE + MEMBERS[2] + ["train.max_epochs=120"]
+    from_pack = run(compose_cfg(longer), root / "member2")
+    from_single = run(compose_cfg(longer), root / "single2")
+    assert from_pack["epochs_run"] == from_single["epochs_run"] == 120
+    assert from_pack["final_train_loss"] == pytest.approx(from_single["final_train_loss"], abs=1e-6)
+    assert [r["epoch"] for r in read_metrics(root / "member2" / "metrics.csv")][-2:] == [110, 120]
+
+
+def test_an_early_grokker_stops_while_the_others_go_on(tmp_path, float64_one_thread):
+    base = [
+        "model=mlp",
+        "task.p=23",
+        "task.train_frac=0.9",
+        "optim.wd=2",
+        "train.max_epochs=300",
+        "train.patience=30",
+        "train.grok_threshold=0.6",
+        "train.grok_window=3",
+        "logger=none",
+        "train.plot=false",
+        "train.print_every=0",
+    ]
+    fast, slow = base + ["optim.lr=1e-2"], base + ["optim.lr=1e-5", "train.seed=1"]
+    a, b = train_packed([compose_cfg(fast), compose_cfg(slow)], [tmp_path / "fast", tmp_path / "slow"])
+    assert a["status"] == "grokked" and a["epochs_run"] == a["grok_epoch"] + 30 < 300
+    assert b["status"] == "completed" and b["epochs_run"] == 300 and not b["grokked"]
+    assert read_metrics(tmp_path / "fast" / "metrics.csv")[-1]["epoch"] == a["epochs_run"]
+    assert read_metrics(tmp_path / "slow" / "metrics.csv")[-1]["epoch"] == 300
+    # the stopped member was frozen at its stop: its checkpoint is what a run alone ends with
+    alone = run(compose_cfg(fast), tmp_path / "alone")
+    assert (alone["grok_epoch"], alone["epochs_run"]) == (a["grok_epoch"], a["epochs_run"])
+    ca, cb = (
+        load_checkpoint(tmp_path / "fast" / "checkpoints" / "last.pt"),
+        load_checkpoint(tmp_path / "alone" / "checkpoints" / "last.pt"),
+    )
+    assert ca["epoch"] == cb["epoch"] == a["epochs_run"] and ca["status"] == "grokked"
+    torch.testing.assert_close(ca["model"], cb["model"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(ca["optimizer"]["state"], cb["optimizer"]["state"], atol=1e-6, rtol=0)
+
+
+def _pair(epochs: int, extra: tuple = ()) -> list:
+    return [compose_cfg([*BASE, *m, f"train.max_epochs={epochs}", *extra]) for m in MEMBERS[:2]]
+
+
+def test_a_pack_resumes_where_it_stopped(tmp_path, float64_one_thread):
+    train_packed(_pair(60), [tmp_path / "a", tmp_path / "b"])
+    resumed = train_packed(_pair(100), [tmp_path / "a", tmp_path / "b"])
+    straight = train_packed(_pair(100), [tmp_path / "c", tmp_path / "d"])
+    for r, s in zip(resumed, straight):
+        assert r["epochs_run"] == s["epochs_run"] == 100
+        assert r["final_train_loss"] == pytest.approx(s["final_train_loss"], abs=1e-6)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "a" / "metrics.csv")] == list(range(10, 101, 10))
+
+
+def test_grokfast_members_match_single_runs(tmp_path, float64_one_thread):
+    extra = ("optim.grokfast.enabled=true", "optim.grokfast.alpha=0.9", "optim.grokfast.lamb=3")
+    packed = train_packed(_pair(30, extra), [tmp_path / "m0", tmp_path / "m1"])
+    for i, cfg in enumerate(_pair(30, extra)):
+        alone = run(cfg, tmp_path / f"s{i}")
+        assert packed[i]["final_train_loss"] == pytest.approx(alone["final_train_loss"], abs=1e-6)
+        a = load_checkpoint(tmp_path / f"m{i}" / "checkpoints" / "last.pt")
+        b = load_checkpoint(tmp_path / f"s{i}" / "checkpoints" / "last.pt")
+        torch.testing.assert_close(a["model"], b["model"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(a["grokfast"], b["grokfast"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("model.d_model=64", "model.d_model"), ("task.p=29", "task.p"), ("train.precision=bf16", "train.precision")],
+)
+def test_a_shape_mismatch_is_refused_in_one_line(tmp_path, override, key):
+    cfgs = [compose_cfg(BASE), compose_cfg([*BASE, "train.seed=1", override])]
+    with pytest.raises(ConfigError) as err:
+        train_packed(cfgs, [tmp_path / "a", tmp_path / "b"])
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"cannot pack: {key} differs")
+    assert not (tmp_path / "a").exists()
+    check_packable(
+        [compose_cfg(BASE), compose_cfg([*BASE, "train.seed=3", "optim.wd=0.3", "optim.lr=0.01", "task.split_seed=2"])]
+    )
+
+
+def test_a_grid_is_grouped_into_packable_sets():
+    cells = [
+        compose_cfg([*BASE, f"train.seed={s}", f"optim.wd={wd}", f"model.d_model={d}"])
+        for d in (32, 64)
+        for wd in (0.1, 1.0)
+        for s in (0, 1)
+    ]
+    assert group_by_shape(cells) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert group_by_shape(cells, max_members=3) == [[0, 1, 2], [3], [4, 5, 6], [7]]
+    for group in group_by_shape(cells):
+        check_packable([cells[i] for i in group])
