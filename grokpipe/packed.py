@@ -38,7 +38,7 @@ from grokpipe.optim import build_optimizer, build_scheduler
 from grokpipe.outputs import MetricsLog, load_latest, rng_state, save_checkpoint, save_latest, write_summary
 from grokpipe.signals import StopRequest
 from grokpipe.tasks import make_dataset
-from grokpipe.train import FINISHED, _read_summary, identity, pick_device, ratio, run_name
+from grokpipe.train import FINISHED, _read_summary, identity, pick_device, ratio, run_name, summarize
 from grokpipe.validate import ConfigError, prepare
 
 # keys that may differ between members; everything else (outside logger/hydra) must be equal
@@ -302,47 +302,14 @@ def _checkpoint(state: PackedState, i: int, mem: _Member, path: Path, epoch: int
     )
 
 
-def _summary(mem: _Member, status: str, epoch: int, elapsed: float, device: torch.device) -> dict:
-    """summary.json with the fields grokpipe.train.run writes."""
-    cfg, tc, det = mem.cfg, mem.cfg.train, mem.detector
-    final = mem.metrics.rows[-1] if mem.metrics.rows else {}
-    return {
-        "status": status,
-        "grokked": det.grokked,
-        "grok_epoch": det.grok_epoch,
-        "memorized_epoch": det.memorized_epoch,
-        "final_train_acc": final.get("train_acc"),
-        "final_val_acc": final.get("val_acc"),
-        "final_train_loss": final.get("train_loss"),
-        "final_val_loss": final.get("val_loss"),
-        "epochs_run": epoch,
-        "wall_seconds": round(elapsed, 3),
-        "ratio": mem.resolved["ratio"],
-        "model": cfg.model.name,
-        "d_model": cfg.model.d_model,
-        "op": cfg.task.op,
-        "p": cfg.task.p,
-        "train_frac": cfg.task.train_frac,
-        "split_seed": cfg.task.split_seed,
-        "optimizer": cfg.optim.name,
-        "lr": cfg.optim.lr,
-        "wd": cfg.optim.wd,
-        "grokfast": bool(cfg.optim.grokfast.enabled),
-        "seed": tc.seed,
-        "precision": tc.precision,
-        "max_epochs": tc.max_epochs,
-        "n_params": sum(p.numel() for p in mem.model.parameters()),
-        "device": str(device),
-        "run_dir": str(mem.run_dir),
-    }
-
-
 def _finish(state: PackedState, i: int, mem: _Member, status: str, epoch: int, elapsed: float, device, start: int):
     """What run() does after its loop: last.pt, summary.json, curves.png, the W&B run."""
     mem.status, mem.epoch = status, epoch
     _checkpoint(state, i, mem, mem.run_dir / "checkpoints" / "last.pt", epoch, status, elapsed)
     mem.metrics.close()
-    mem.summary = _summary(mem, status, epoch, elapsed, device)
+    mem.summary = summarize(
+        mem.cfg, mem.detector, mem.metrics.rows, status, epoch, elapsed, mem.model, device, mem.run_dir
+    )
     write_summary(mem.run_dir / "summary.json", mem.summary)
     cfg, det = mem.cfg, mem.detector
     if cfg.train.plot and mem.metrics.rows:

@@ -218,36 +218,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
         if status == "running":
             status = "grokked" if detector.grokked else "completed"
-        final = metrics.rows[-1] if metrics.rows else {}
-        summary = {
-            "status": status,
-            "grokked": detector.grokked,
-            "grok_epoch": detector.grok_epoch,
-            "memorized_epoch": detector.memorized_epoch,
-            "final_train_acc": final.get("train_acc"),
-            "final_val_acc": final.get("val_acc"),
-            "final_train_loss": final.get("train_loss"),
-            "final_val_loss": final.get("val_loss"),
-            "epochs_run": epoch,
-            "wall_seconds": round(elapsed(), 3),
-            "ratio": resolved["ratio"],
-            "model": cfg.model.name,
-            "d_model": cfg.model.d_model,
-            "op": cfg.task.op,
-            "p": cfg.task.p,
-            "train_frac": cfg.task.train_frac,
-            "split_seed": cfg.task.split_seed,
-            "optimizer": cfg.optim.name,
-            "lr": cfg.optim.lr,
-            "wd": cfg.optim.wd,
-            "grokfast": bool(cfg.optim.grokfast.enabled),
-            "seed": tc.seed,
-            "precision": tc.precision,
-            "max_epochs": tc.max_epochs,
-            "n_params": sum(p.numel() for p in model.parameters()),
-            "device": str(device),
-            "run_dir": str(run_dir),
-        }
+        summary = summarize(cfg, detector, metrics.rows, status, epoch, elapsed(), model, device, run_dir)
         try:  # summary first: a finished checkpoint without its summary would never be trained again
             write_summary(run_dir / "summary.json", summary)
             save_latest(last, state(epoch, status))
@@ -265,6 +236,51 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             print(f"interrupted at epoch {epoch}: checkpoint saved, resume by launching on {run_dir}", flush=True)
             stop.hand_over()
         return summary
+
+
+def summarize(
+    cfg: DictConfig,
+    detector: GrokDetector,
+    rows: list[dict],
+    status: str,
+    epoch: int,
+    wall_seconds: float,
+    model,
+    device: torch.device,
+    run_dir: Path,
+) -> dict:
+    """summary.json: the outcome, the final metrics and the key hyperparameters (the contract analysis reads)."""
+    final = rows[-1] if rows else {}
+    tc = cfg.train
+    return {
+        "status": status,
+        "grokked": detector.grokked,
+        "grok_epoch": detector.grok_epoch,
+        "memorized_epoch": detector.memorized_epoch,
+        "final_train_acc": final.get("train_acc"),
+        "final_val_acc": final.get("val_acc"),
+        "final_train_loss": final.get("train_loss"),
+        "final_val_loss": final.get("val_loss"),
+        "epochs_run": epoch,
+        "wall_seconds": round(wall_seconds, 3),
+        "ratio": ratio(cfg),
+        "model": cfg.model.name,
+        "d_model": cfg.model.d_model,
+        "op": cfg.task.op,
+        "p": cfg.task.p,
+        "train_frac": cfg.task.train_frac,
+        "split_seed": cfg.task.split_seed,
+        "optimizer": cfg.optim.name,
+        "lr": cfg.optim.lr,
+        "wd": cfg.optim.wd,
+        "grokfast": bool(cfg.optim.grokfast.enabled),
+        "seed": tc.seed,
+        "precision": tc.precision,
+        "max_epochs": tc.max_epochs,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "device": str(device),
+        "run_dir": str(run_dir),
+    }
 
 
 def stopped(exc: StorageError, epoch: int, saved_epoch: int) -> StorageError:
