@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
+
+from grokpipe.cli import fail
 
 FORMULAS = {
     "add": "({a} + {b})",
@@ -22,11 +23,6 @@ FORMULAS = {
     "x3_xy": "({a}^3 + {a}*{b})",
     "x3_xy2_y": "({a}^3 + {a}*{b}^2 + {b})",
 }
-
-
-def fail(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def question(op: str, p: int, a: int, b: int) -> str:
