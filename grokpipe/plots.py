@@ -53,7 +53,7 @@ def plot_phase_diagram(rows: list[dict], path: Path, title: str) -> None:
     norm = LogNorm(vmin=max(finite.min(), 1), vmax=max(finite.max(), 2)) if finite.size else None
     image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r", norm=norm, aspect="auto", origin="lower")
     ax.set_facecolor("#dddddd")
-    ax.set_xticks(range(len(ratios)), [f"{x:g}" for x in ratios], rotation=45)
+    ax.set_xticks(range(len(ratios)), [f"{x:.3g}" for x in ratios], rotation=45)
     ax.set_yticks(range(len(wds)), [f"{w:g}" for w in wds])
     ax.set_xlabel("d_model / p")
     ax.set_ylabel("weight decay")
