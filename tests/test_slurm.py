@@ -79,7 +79,10 @@ def _metrics_epoch(path: Path) -> int:
     return read_metrics(path)[-1]["epoch"] if path.exists() and read_metrics(path) else 0
 
 
-def test_requeue_resumes_with_identical_metrics(tmp_path):
+# scontrol requeue: SLURM's SIGTERM, as on preemption; USR2: submitit's time-limit signal, after which
+# submitit requeues the job itself
+@pytest.mark.parametrize("interrupt", [["scontrol", "requeue"], ["scancel", "--signal=USR2"]], ids=["requeue", "usr2"])
+def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
     sweep, ref = tmp_path / "sw", tmp_path / "ref"
     env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
@@ -114,7 +117,7 @@ def test_requeue_resumes_with_identical_metrics(tmp_path):
         assert time.time() < deadline and proc.poll() is None, "the SLURM cell never got going"
         time.sleep(0.2)
     job_id = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
-    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    subprocess.run([*interrupt, job_id], check=True)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
 
