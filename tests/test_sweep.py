@@ -12,6 +12,7 @@ from conftest import ROOT, compose_cfg, launch
 from hydra import compose, initialize_config_dir
 from wandb_files import offline_runs, summary
 
+from grokpipe.outputs import read_metrics
 from grokpipe.validate import prepare
 from hydra_plugins.grokpipe_plugins.grid_sweeper import expand_ellipsis
 
@@ -153,3 +154,38 @@ def test_a_failing_cell_leaves_the_others_and_fails_the_command(tmp_path):
     cells = list(csv.DictReader(open(sweep / "cells.csv")))
     assert [c["status"] for c in cells] == ["completed", "failed"]
     assert "cell 1 failed:" in r.stdout
+
+
+def test_packed_launcher_trains_one_pack_per_shape_with_single_run_outputs(tmp_path):
+    sweep = tmp_path / "sw"
+    r = launch(
+        [
+            "-m",
+            *TINY,
+            "model.d_model=8,16",
+            "optim.wd=0.1,1",
+            "train.seed=0,1",
+            "hydra/launcher=packed",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Packing 8 cells into 2 trainings (one per shape)" in r.stderr + r.stdout
+    summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in range(8)]
+    assert sorted((s["d_model"], s["wd"], s["seed"]) for s in summaries) == sorted(
+        itertools.product((8, 16), (0.1, 1.0), (0, 1))
+    )
+    assert all(s["status"] == "completed" and s["epochs_run"] == 60 for s in summaries)
+    assert all((sweep / str(i) / ".hydra" / "config.yaml").exists() for i in range(8))
+    assert len(list(csv.DictReader(open(sweep / "sweep_summary.csv")))) == 4
+    # a packed cell trains what the same config trains alone
+    cell = next(i for i, s in enumerate(summaries) if (s["d_model"], s["wd"], s["seed"]) == (16, 1.0, 1))
+    alone = tmp_path / "alone"
+    one = launch([*TINY, "model.d_model=16", "optim.wd=1", "train.seed=1", f"hydra.run.dir={alone}"], cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    packed_rows, alone_rows = (read_metrics(d / "metrics.csv") for d in (sweep / str(cell), alone))
+    assert [r["epoch"] for r in packed_rows] == [r["epoch"] for r in alone_rows]
+    for a, b in zip(packed_rows, alone_rows):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=0.02)
