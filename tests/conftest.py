@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,36 @@ def compose_cfg(overrides: list[str] | None = None) -> DictConfig:
 @pytest.fixture
 def cfg_factory():
     return compose_cfg
+
+
+def without_elapsed(rows: list[dict]) -> list[dict]:
+    """metrics.csv rows without the wall-clock column: what must be identical between two runs."""
+    return [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]
+
+
+def start_run(args: list[str], run_dir: Path, env: dict | None = None) -> subprocess.Popen:
+    """launch.py as a background process on `run_dir` (W&B offline), for a test to interrupt."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), *args, f"hydra.run.dir={run_dir}"],
+        env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
+        cwd=run_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_rows(path: Path, epoch: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    """Until metrics.csv at `path` holds a row of `epoch` or later; fails if `proc` ends first."""
+    from grokpipe.outputs import read_metrics
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and (rows := read_metrics(path)) and rows[-1]["epoch"] >= epoch:
+            return
+        assert proc is None or proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} never reached epoch {epoch}")
 
 
 def launch(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose_cfg, launch
+from conftest import ROOT, compose_cfg, launch, start_run, wait_rows, without_elapsed
 from wandb_files import offline_runs, summary
 
 from grokpipe.outputs import load_checkpoint, read_metrics
@@ -40,40 +39,15 @@ LONG = [
     "train.plot=false",
     "train.print_every=0",
 ]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-
-
-def strip(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]
-
-
-def start(args: list[str], run_dir: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "launch.py"), *args, f"hydra.run.dir={run_dir}"],
-        env={**ENV, **(env or {})},
-        cwd=run_dir.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_rows(path: Path, epoch: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if path.exists() and (rows := read_metrics(path)) and rows[-1]["epoch"] >= epoch:
-            return
-        assert proc is None or proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise TimeoutError(path)
+ENV = {**os.environ, "WANDB_MODE": "offline"}
 
 
 @pytest.fixture(scope="module")
 def long_reference(tmp_path_factory) -> list[dict]:
     run_dir = tmp_path_factory.mktemp("ref") / "run"
-    proc = start(LONG, run_dir)
+    proc = start_run(LONG, run_dir)
     assert proc.wait(timeout=300) == 0
-    return strip(read_metrics(run_dir / "metrics.csv"))
+    return without_elapsed(read_metrics(run_dir / "metrics.csv"))
 
 
 # --- crash-safe state -------------------------------------------------------------------------------------------
@@ -83,15 +57,15 @@ def long_reference(tmp_path_factory) -> list[dict]:
 def test_repeated_hard_kills_lose_and_repeat_nothing(tmp_path, long_reference):
     run_dir = tmp_path / "run"
     for stop_at in (90, 230, 260, 480):  # 260: killed again before the next checkpoint
-        proc = start(LONG, run_dir)
+        proc = start_run(LONG, run_dir)
         wait_rows(run_dir / "metrics.csv", stop_at, proc)
         proc.kill()
         proc.wait()
         assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] % 50 == 0
-    proc = start(LONG, run_dir)
+    proc = start_run(LONG, run_dir)
     assert proc.wait(timeout=300) == 0
     rows = read_metrics(run_dir / "metrics.csv")
-    assert strip(rows) == long_reference and len({r["epoch"] for r in rows}) == len(rows) == 60
+    assert without_elapsed(rows) == long_reference and len({r["epoch"] for r in rows}) == len(rows) == 60
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -104,7 +78,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_one_before(tmp_path, damage,
     resumed = run(compose_cfg([*SHORT, "train.max_epochs=60", "train.latest_every=20"]), tmp_path / "hurt")
     err = capsys.readouterr().err
     assert "unreadable checkpoint last.pt" in err and "resuming from last.prev.pt (epoch 40)" in err
-    assert strip(read_metrics(tmp_path / "hurt" / "metrics.csv")) == strip(
+    assert without_elapsed(read_metrics(tmp_path / "hurt" / "metrics.csv")) == without_elapsed(
         read_metrics(tmp_path / "straight" / "metrics.csv")
     )
     assert resumed["final_val_acc"] == straight["final_val_acc"]
@@ -192,7 +166,7 @@ def test_unwritable_wandb_dir_degrades_once(tmp_path):
 @pytest.mark.slow
 def test_killed_wandb_helper_never_stops_training(tmp_path, long_reference):
     run_dir = tmp_path / "run"
-    proc = start(
+    proc = start_run(
         [*LONG[:-3], "logger=wandb", "train.plot=false", "train.print_every=0"], run_dir, env={"HOME": str(tmp_path)}
     )
     wait_rows(run_dir / "metrics.csv", 100, proc)
@@ -203,7 +177,7 @@ def test_killed_wandb_helper_never_stops_training(tmp_path, long_reference):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     assert err.count("warning: W&B") <= 1
-    assert strip(read_metrics(run_dir / "metrics.csv")) == long_reference
+    assert without_elapsed(read_metrics(run_dir / "metrics.csv")) == long_reference
 
 
 # --- storage faults ---------------------------------------------------------------------------------------------
@@ -253,7 +227,7 @@ def test_read_only_output_dir_is_refused_before_training(small_disk):
 @pytest.mark.slow
 def test_disk_filling_mid_run_stops_cleanly_and_resumes(small_disk, long_reference):
     run_dir = small_disk / "run"
-    proc = start(LONG, run_dir)
+    proc = start_run(LONG, run_dir)
     wait_rows(run_dir / "metrics.csv", 120, proc)
     filler = small_disk / "filler"
     with open(filler, "wb") as fh:  # take every byte left
@@ -269,10 +243,10 @@ def test_disk_filling_mid_run_stops_cleanly_and_resumes(small_disk, long_referen
     good = load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
     assert f"(epoch {good})" in line
     filler.unlink()
-    proc = start(LONG, run_dir)
+    proc = start_run(LONG, run_dir)
     assert proc.wait(timeout=300) == 0, proc.communicate()
     rows = read_metrics(run_dir / "metrics.csv")
-    assert strip(rows) == long_reference
+    assert without_elapsed(rows) == long_reference
 
 
 # --- cluster faults (local workers; SLURM ones are in test_slurm.py) ---------------------------------------------

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import start_run, wait_rows, without_elapsed
 
 from grokpipe.outputs import load_checkpoint, read_metrics
 
@@ -27,66 +22,39 @@ RUN = [
     "train.plot=false",
     "train.print_every=0",
 ]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-
-
-def start(run_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "launch.py"), *RUN, f"hydra.run.dir={run_dir}"],
-        env=ENV,
-        cwd=run_dir.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_epoch(run_dir: Path, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        path = run_dir / "metrics.csv"
-        if path.exists() and (rows := read_metrics(path)) and rows[-1]["epoch"] >= epoch:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise TimeoutError(f"{run_dir} never reached epoch {epoch}")
-
-
-def without_time(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> list[dict]:
     run_dir = tmp_path_factory.mktemp("ref") / "run"
-    proc = start(run_dir)
+    proc = start_run(RUN, run_dir)
     assert proc.wait(timeout=300) == 0, proc.communicate()
-    return without_time(read_metrics(run_dir / "metrics.csv"))
+    return without_elapsed(read_metrics(run_dir / "metrics.csv"))
 
 
 @pytest.mark.slow
 def test_kill_9_then_relaunch_matches_an_uninterrupted_run(tmp_path, reference):
     run_dir = tmp_path / "run"
-    proc = start(run_dir)
-    wait_for_epoch(run_dir, 230, proc)
+    proc = start_run(RUN, run_dir)
+    wait_rows(run_dir / "metrics.csv", 230, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = read_metrics(run_dir / "metrics.csv")[-1]["epoch"]
     assert killed_at < 700
-    again = start(run_dir)
+    again = start_run(RUN, run_dir)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert "resuming" in out and "from epoch" in out
     rows = read_metrics(run_dir / "metrics.csv")
-    assert without_time(rows) == reference
+    assert without_elapsed(rows) == reference
     assert len({r["epoch"] for r in rows}) == len(rows) == 70
 
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_at_once_and_resumes(tmp_path, reference):
     run_dir = tmp_path / "run"
-    proc = start(run_dir)
-    wait_for_epoch(run_dir, 120, proc)
+    proc = start_run(RUN, run_dir)
+    wait_rows(run_dir / "metrics.csv", 120, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
@@ -94,8 +62,8 @@ def test_sigterm_checkpoints_at_once_and_resumes(tmp_path, reference):
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert summary["status"] == "interrupted" and state["status"] == "interrupted"
     assert state["epoch"] == summary["epochs_run"] >= 120  # saved where it stopped, not at the last multiple of 50
-    again = start(run_dir)
+    again = start_run(RUN, run_dir)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
-    assert without_time(read_metrics(run_dir / "metrics.csv")) == reference
+    assert without_elapsed(read_metrics(run_dir / "metrics.csv")) == reference
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"

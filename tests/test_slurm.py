@@ -11,11 +11,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, launch
+from conftest import ROOT, launch, wait_rows, without_elapsed
 from wandb_files import offline_runs, summary
 
 from grokpipe.outputs import read_metrics
@@ -75,10 +73,6 @@ RUN = [
 ]
 
 
-def _metrics_epoch(path: Path) -> int:
-    return read_metrics(path)[-1]["epoch"] if path.exists() and read_metrics(path) else 0
-
-
 # scontrol requeue: SLURM's SIGTERM, as on preemption; USR2: submitit's time-limit signal, after which
 # submitit requeues the job itself
 @pytest.mark.parametrize("interrupt", [["scontrol", "requeue"], ["scancel", "--signal=USR2"]], ids=["requeue", "usr2"])
@@ -112,18 +106,14 @@ def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
     )
     assert reference.returncode == 0, reference.stderr[-2000:]
     metrics = sweep / "0" / "metrics.csv"
-    deadline = time.time() + 300
-    while _metrics_epoch(metrics) < 300:
-        assert time.time() < deadline and proc.poll() is None, "the SLURM cell never got going"
-        time.sleep(0.2)
+    wait_rows(metrics, 300, proc, timeout=300)
     job_id = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
     subprocess.run([*interrupt, job_id], check=True)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
 
     cell = sweep / "0"
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]  # noqa: E731
-    assert strip(read_metrics(cell / "metrics.csv")) == strip(read_metrics(ref / "metrics.csv"))
+    assert without_elapsed(read_metrics(cell / "metrics.csv")) == without_elapsed(read_metrics(ref / "metrics.csv"))
     log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.out"))
     assert "resuming" in log, "the cell was not interrupted and resumed"
     runs = offline_runs(cell)
@@ -149,10 +139,7 @@ def test_a_cancelled_array_task_is_reported_and_a_rerun_finishes_it(tmp_path):
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while _metrics_epoch(sweep / "1" / "metrics.csv") < 100:
-        assert time.time() < deadline and proc.poll() is None, "cell 1 never got going"
-        time.sleep(0.2)
+    wait_rows(sweep / "1" / "metrics.csv", 100, proc, timeout=300)
     (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
     subprocess.run(["scancel", f"{script.parent.name}_1"], check=True)
     out, _ = proc.communicate(timeout=600)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST_GROK, compose_cfg
+from conftest import FAST_GROK, compose_cfg, without_elapsed
 
 from grokpipe.models import build_model
 from grokpipe.optim import Grokfast, build_optimizer, build_scheduler
@@ -66,8 +66,7 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
     a = run(compose_cfg(SHORT), tmp_path / "a")
     b = run(compose_cfg(SHORT), tmp_path / "b")
     c = run(compose_cfg(SHORT + ["train.seed=1"]), tmp_path / "c")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]  # noqa: E731
-    ma, mb, mc = (strip(read_metrics(tmp_path / n / "metrics.csv")) for n in "abc")
+    ma, mb, mc = (without_elapsed(read_metrics(tmp_path / n / "metrics.csv")) for n in "abc")
     assert len(ma) == 6 and ma == mb and ma != mc
     assert a["final_val_acc"] == b["final_val_acc"]
     assert c["seed"] == 1
@@ -109,8 +108,7 @@ def test_resume_continues_exactly(tmp_path):
     run(compose_cfg([*SHORT, "train.max_epochs=40"]), tmp_path / "split")
     # a later epoch limit on the same dir resumes from checkpoints/last.pt (epoch 40)
     resumed = run(compose_cfg(SHORT), tmp_path / "split")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]  # noqa: E731
-    assert strip(read_metrics(tmp_path / "split" / "metrics.csv")) == strip(
+    assert without_elapsed(read_metrics(tmp_path / "split" / "metrics.csv")) == without_elapsed(
         read_metrics(tmp_path / "straight" / "metrics.csv")
     )
     assert resumed["final_val_acc"] == straight["final_val_acc"]
