@@ -37,6 +37,8 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if in_sweep and cfg.get("pack") is not None:  # a packed sweep's job: the cells of pack k, as one model
+        return run_pack(Path(hydra_cfg.sweep.dir), int(cfg.pack))
     try:
         prepare(cfg)
     except ConfigError as exc:
@@ -67,6 +69,32 @@ def main(cfg: DictConfig) -> float | None:
         return None
     print(json.dumps(summary, indent=2), flush=True)
     return summary.get("grok_epoch")
+
+
+def run_pack(sweep_dir: Path, k: int) -> list:
+    """Train pack k of a packed sweep (its cells' configs were written to their dirs by the sweeper).
+    A pack that fails records the error in each of its unfinished cells. Returns the cells' grok epochs."""
+    from omegaconf import OmegaConf
+
+    from grokpipe.packed import train_packed
+    from grokpipe.sweep_summary import PACKS, mark_failed
+
+    plan = next(p for p in json.loads((sweep_dir / PACKS).read_text()) if p["pack"] == k)
+    dirs = [Path(d) for d in plan["dirs"]]
+    cfgs = [OmegaConf.load(d / ".hydra" / "config.yaml") for d in dirs]
+    print(f"pack {k}: cells {', '.join(map(str, plan['cells']))}", flush=True)
+    try:
+        summaries = train_packed(cfgs, dirs)
+    except (ConfigError, StorageError) as exc:
+        message = exc.strerror if isinstance(exc, StorageError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        mark_failed(sweep_dir, k, message)
+        return [None] * len(dirs)
+    except Exception as exc:
+        traceback.print_exc()
+        mark_failed(sweep_dir, k, f"{type(exc).__name__}: {exc}")
+        return [None] * len(dirs)
+    return [s.get("grok_epoch") for s in summaries]
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:

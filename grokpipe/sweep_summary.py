@@ -15,6 +15,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+PACKS = "packs.json"  # a packed sweep's plan: which cells each pack job trains
 SUCCESS = ("grokked", "completed", "diverged")  # a diverged run is a result: it did not grok
 TABLE_FIELDS = ("ratio", "wd", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")
 CELL_FIELDS = (
@@ -45,18 +46,24 @@ class CellDied(RuntimeError):
 
 
 def mark_failed(sweep_dir: Path, num: int, error: str) -> None:
-    """A cell whose process died without a word (killed, out of memory, node failure): record why."""
+    """A job whose process died without a word (killed, out of memory, node failure): record why in its cells.
+
+    In a packed sweep job `num` is pack `num`, and every cell of that pack not yet finished is marked."""
     from grokpipe.outputs import write_summary
 
-    entry = next((c for c in json.loads((sweep_dir / "cells.json").read_text()) if c["num"] == num), None)
-    if entry is None:
-        return
-    path = Path(entry["dir"]) / "summary.json"
-    known = json.loads(path.read_text()) if path.exists() else {}
-    if known.get("status") in SUCCESS:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_summary(path, {**known, "status": "failed", "error": error})
+    nums = [num]
+    if (sweep_dir / PACKS).exists():
+        pack = next((p for p in json.loads((sweep_dir / PACKS).read_text()) if p["pack"] == num), None)
+        nums = pack["cells"] if pack is not None else []
+    for entry in json.loads((sweep_dir / "cells.json").read_text()):
+        if entry["num"] not in nums:
+            continue
+        path = Path(entry["dir"]) / "summary.json"
+        known = json.loads(path.read_text()) if path.exists() else {}
+        if known.get("status") in SUCCESS:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_summary(path, {**known, "status": "failed", "error": error})
 
 
 def read_cells(sweep_dir: Path) -> list[dict]:

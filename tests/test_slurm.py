@@ -155,3 +155,48 @@ def test_a_cancelled_array_task_is_reported_and_a_rerun_finishes_it(tmp_path):
     rows = read_metrics(sweep / "1" / "metrics.csv")
     assert [r["epoch"] for r in rows] == list(range(10, rows[-1]["epoch"] + 1, 10))
     assert json.loads((sweep / "1" / "summary.json").read_text())["status"] in ("completed", "grokked")
+
+
+def test_packed_grid_is_one_array_task_per_shape_and_a_signalled_pack_resumes(tmp_path):
+    """hydra.sweeper.pack=true: 4 cells of 2 shapes -> a 2-task array; submitit's time-limit signal (USR2) to
+    one pack checkpoints every member, submitit requeues it, and each member's metrics equal an uninterrupted pack's."""
+    sweep, ref = tmp_path / "sw", tmp_path / "ref"
+    grid = [*RUN, "logger=none", "model.d_model=32,64", "train.seed=3,4", "hydra.sweeper.pack=true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *grid]
+    proc = subprocess.Popen(
+        [*cmd, "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # the uninterrupted reference: the same packs, one after another in a plain process
+    reference = subprocess.Popen(
+        [*cmd, f"hydra.sweep.dir={ref}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_rows(sweep / "2" / "metrics.csv", 300, proc, timeout=300)  # cell 2 is in pack 1 (d_model 64)
+    plan = json.loads((sweep / "packs.json").read_text())
+    assert [p["cells"] for p in plan] == [[0, 1], [2, 3]]
+    (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
+    assert "#SBATCH --array=0-1%2" in script.read_text()
+    subprocess.run(["scancel", "--signal=USR2", f"{script.parent.name}_1"], check=True)
+    out, _ = proc.communicate(timeout=600)
+    ref_out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, ref_out[-2000:]
+    assert proc.returncode == 0, out[-3000:]
+
+    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*_1/*_log.out"))
+    assert "checkpoints saved" in log and "resuming a pack of 2" in log, "the pack was not interrupted and resumed"
+    for num in range(4):
+        got, want = (read_metrics(d / str(num) / "metrics.csv") for d in (sweep, ref))
+        assert without_elapsed(got) == without_elapsed(want), f"cell {num}"
+        a, b = (json.loads((d / str(num) / "summary.json").read_text()) for d in (sweep, ref))
+        assert (a["status"], a["grok_epoch"], a["epochs_run"]) == (b["status"], b["grok_epoch"], b["epochs_run"])
+    assert len(list(csv.DictReader(open(sweep / "cells.csv")))) == 4

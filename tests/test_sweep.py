@@ -156,7 +156,8 @@ def test_a_failing_cell_leaves_the_others_and_fails_the_command(tmp_path):
     assert "cell 1 failed:" in r.stdout
 
 
-def test_packed_launcher_trains_one_pack_per_shape_with_single_run_outputs(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "local"])
+def test_packed_sweep_trains_one_job_per_shape_with_single_run_outputs(tmp_path, launcher):
     sweep = tmp_path / "sw"
     r = launch(
         [
@@ -165,19 +166,24 @@ def test_packed_launcher_trains_one_pack_per_shape_with_single_run_outputs(tmp_p
             "model.d_model=8,16",
             "optim.wd=0.1,1",
             "train.seed=0,1",
-            "hydra/launcher=packed",
+            "hydra.sweeper.pack=true",
+            f"hydra/launcher={launcher}",
             f"hydra.sweep.dir={sweep}",
         ],
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "Packing 8 cells into 2 trainings (one per shape)" in r.stderr + r.stdout
+    assert "Packing 8 cells into 2 jobs (one per shape)" in r.stderr + r.stdout
+    plan = json.loads((sweep / "packs.json").read_text())
+    assert sorted(len(p["cells"]) for p in plan) == [4, 4] and (sweep / "packs" / "1").is_dir()
     summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in range(8)]
     assert sorted((s["d_model"], s["wd"], s["seed"]) for s in summaries) == sorted(
         itertools.product((8, 16), (0.1, 1.0), (0, 1))
     )
     assert all(s["status"] == "completed" and s["epochs_run"] == 60 for s in summaries)
     assert all((sweep / str(i) / ".hydra" / "config.yaml").exists() for i in range(8))
+    if launcher == "local":
+        return  # the member-vs-alone comparison once is enough
     assert len(list(csv.DictReader(open(sweep / "sweep_summary.csv")))) == 4
     # a packed cell trains what the same config trains alone
     cell = next(i for i, s in enumerate(summaries) if (s["d_model"], s["wd"], s["seed"]) == (16, 1.0, 1))
@@ -189,3 +195,32 @@ def test_packed_launcher_trains_one_pack_per_shape_with_single_run_outputs(tmp_p
     for a, b in zip(packed_rows, alone_rows):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
         assert a["val_acc"] == pytest.approx(b["val_acc"], abs=0.02)
+
+
+def test_a_pack_of_another_optimizer_is_refused_before_launch(tmp_path):
+    sweep = tmp_path / "sw"
+    r = launch(
+        ["-m", *TINY, "optim=sgd", "train.seed=0,1", "hydra.sweeper.pack=true", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert "cells 0,1:" in line and "optim.name='sgd'" in line and "nothing was launched" in line
+    assert not (sweep / "0" / "metrics.csv").exists()
+
+
+def test_a_dead_pack_job_marks_its_unfinished_cells_failed(tmp_path):
+    from grokpipe.sweep_summary import PACKS, mark_failed
+
+    cells = [{"num": n, "dir": str(tmp_path / str(n))} for n in range(4)]
+    (tmp_path / "cells.json").write_text(json.dumps(cells))
+    (tmp_path / PACKS).write_text(json.dumps([{"pack": 0, "cells": [0, 2]}, {"pack": 1, "cells": [1, 3]}]))
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "summary.json").write_text(json.dumps({"status": "grokked", "grok_epoch": 90}))
+    mark_failed(tmp_path, 1, "SLURM job 7_1 ended without a result")
+    assert json.loads((tmp_path / "1" / "summary.json").read_text()) == {
+        "status": "failed",
+        "error": "SLURM job 7_1 ended without a result",
+    }
+    assert json.loads((tmp_path / "3" / "summary.json").read_text())["status"] == "grokked"
+    assert not (tmp_path / "0").exists() and not (tmp_path / "2").exists()

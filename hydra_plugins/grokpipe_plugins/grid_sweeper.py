@@ -1,5 +1,11 @@
 """The grid sweeper: Hydra's basic grid, plus ellipsis ranges, a check of every cell before any launch,
-and a manifest of the cells (`cells.json` in the sweep dir) that the sweep summary reads."""
+a manifest of the cells (`cells.json` in the sweep dir) that the sweep summary reads, and packing.
+
+With `hydra.sweeper.pack=true` the cells that share a shape (all but seed, lr, wd, warm-up, split seed,
+patience) become one job each, trained as one stacked model (`grokpipe.packed`): an N-cell grid is
+launched as one job per distinct shape on whichever launcher is chosen (in-process, local, one SLURM
+array). Every cell keeps its own run dir and outputs; the pack jobs' own dirs are `packs/<k>`.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,10 @@ from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
-from grokpipe.sweep_summary import CellDied
+from grokpipe.cli import sweep_group
+from grokpipe.sweep_summary import PACKS, CellDied
 from grokpipe.validate import ConfigError, prepare
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,10 @@ def expand_ellipsis(key: str, values: list[str]) -> list[str]:
 
 
 class GridSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: int | None = None, params=None, pack: bool = False, max_members=None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.pack, self.max_members = bool(pack), max_members
+
     def sweep(self, arguments: list[str]):
         try:
             arguments = self.expand(arguments)
@@ -78,8 +89,10 @@ class GridSweeper(BasicSweeper):
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
-        self.check_cells(arguments)
+        cells = self.check_cells(arguments)
         try:
+            if self.pack:
+                return self.sweep_packed(cells)
             return super().sweep(arguments)
         except CellDied as exc:  # raised once every cell has ended: the sweep summary reports each failure
             log.warning(f"a cell died: {exc}")
@@ -96,15 +109,15 @@ class GridSweeper(BasicSweeper):
             out.append(text)
         return out
 
-    def check_cells(self, arguments: list[str]) -> None:
+    def check_cells(self, arguments: list[str]) -> list[tuple]:
         """Compose and check every cell before anything is launched: one bad cell stops the whole grid.
-        Writes the manifest of cells (`cells.json`) the sweep summary reads."""
+        Writes the manifest of cells (`cells.json`) the sweep summary reads; returns (overrides, config) per cell."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         parsed = parser.parse_overrides(self._parse_config() + arguments)
         swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
         (cells,) = self.split_arguments(parsed, None)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        manifest = []
+        manifest, composed = [], []
         for num, overrides in enumerate(cells):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(cfg):
@@ -116,9 +129,58 @@ class GridSweeper(BasicSweeper):
                 print(f"error: cell {num} ({where}): {exc}; nothing was launched", file=sys.stderr)
                 sys.exit(2)
             manifest.append({"num": num, "overrides": list(overrides), "dir": str(sweep_dir / cfg.hydra.sweep.subdir)})
+            composed.append((list(overrides), cfg))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / "cells.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        (sweep_dir / PACKS).unlink(missing_ok=True)  # a packed run of this dir before: its plan is not this one
         log.info(f"{len(cells)} cells checked; launching")
+        return composed
+
+    def plan_packs(self, cells: list[tuple]) -> list[list[int]]:
+        """Group the cells by shape, write each cell's run config to its dir and the plan to `packs.json`."""
+        from grokpipe.packed import check_packable, group_by_shape
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        task_cfgs, dirs = [], []
+        for _, cfg in cells:
+            task_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+            with open_dict(task_cfg):
+                del task_cfg["hydra"]
+                if task_cfg.logger.get("group") is None:
+                    task_cfg.logger.group = sweep_group(str(sweep_dir))
+            task_cfgs.append(task_cfg)
+            dirs.append(sweep_dir / str(cfg.hydra.sweep.subdir))
+        packs = group_by_shape(task_cfgs, self.max_members)
+        for members in packs:
+            try:
+                check_packable([task_cfgs[i] for i in members])
+            except ConfigError as exc:
+                print(f"error: cells {','.join(map(str, members))}: {exc}; nothing was launched", file=sys.stderr)
+                sys.exit(2)
+        for num, (task_cfg, run_dir) in enumerate(zip(task_cfgs, dirs)):
+            (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(task_cfg, run_dir / ".hydra" / "config.yaml")
+            OmegaConf.save(OmegaConf.create(cells[num][0]), run_dir / ".hydra" / "overrides.yaml")
+        plan = [
+            {"pack": k, "cells": members, "dirs": [str(dirs[i]) for i in members]} for k, members in enumerate(packs)
+        ]
+        (sweep_dir / PACKS).write_text(json.dumps(plan, indent=1) + "\n")
+        return packs
+
+    def sweep_packed(self, cells: list[tuple]):
+        """One job per pack: the job's own overrides name the pack, and its dir is packs/<k>."""
+        packs = self.plan_packs(cells)
+        log.info(f"Packing {len(cells)} cells into {len(packs)} jobs (one per shape)")
+        for k, members in enumerate(packs):
+            log.info(f"\tpack {k}: cells {', '.join(map(str, members))}")
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        first = [cells[members[0]][0] for members in packs]
+        jobs = [[*o, f"+pack={k}", f"hydra.sweep.subdir=packs/{k}"] for k, o in enumerate(first)]
+        results = self.launcher.launch(jobs, initial_job_idx=0)
+        for r in results:
+            _ = r.return_value  # raises CellDied for a pack job that died
+        return [results]
 
     def validate_batch_is_legal(self, batch) -> None:
         """Every cell was composed and checked in check_cells already."""
