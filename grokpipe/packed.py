@@ -10,8 +10,9 @@ Every member yields what `grokpipe.train.run` yields for its config: its run dir
 summary.json, checkpoints (the same dicts, so `run` resumes them), curves.png and W&B run. Grok detection
 and early stopping run on the device; a member that has finished (grokked + patience, or diverged) is frozen
 (lr 0, moments and filter held) while the others go on. Metrics stay on the device and are copied to the host
-every `sync_every` evaluations or at a checkpoint epoch: no host sync per epoch (on a GPU that keeps the step
-launch-bound work queued; on a CPU it changes nothing).
+every `train.sync_every` evaluations or at a checkpoint epoch: no host sync per epoch (on a GPU that keeps the
+launch-bound work queued; on a CPU it changes nothing). On CUDA the training step (forward, backward, update) is
+captured once in a CUDA graph and replayed each epoch (`GraphedStep`; `train.cuda_graph=false` turns it off).
 
 Limits: full-batch training and AdamW only; a member's W&B run is written when it finishes (WandbRun keeps
 one live run per process), not live.
@@ -182,9 +183,14 @@ def member_losses(state: PackedState, x: torch.Tensor, y: torch.Tensor) -> tuple
 
 def packed_step(state: PackedState, x: torch.Tensor, y: torch.Tensor, autocast) -> None:
     """One full-batch AdamW step of every active member; frozen members keep parameters, moments and filter."""
+    state.flat.grad = None
+    _step_body(state, x, y, autocast)
+
+
+def _step_body(state: PackedState, x: torch.Tensor, y: torch.Tensor, autocast) -> None:
+    """packed_step after the gradient reset: only device ops, no host sync, so a CUDA graph can hold it."""
     with autocast:
         losses, _ = member_losses(state, x, y)
-    state.flat.grad = None
     losses.float().sum().backward()  # members are independent: d(sum)/d(theta_m) = d(loss_m)/d(theta_m)
     grad, a = state.flat.grad, state.active
     dt = state.flat.dtype
@@ -213,6 +219,51 @@ def packed_eval(state: PackedState, x: torch.Tensor, y: torch.Tensor, autocast) 
     m, n = y.shape
     losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(m, n).mean(1)
     return losses, (logits.argmax(-1) == y).float().mean(1)
+
+
+class GraphedStep:
+    """packed_step, captured once in a CUDA graph and replayed every epoch after (CUDA only).
+
+    PyTorch's whole-network capture: `warmup` ordinary steps run on a side stream (they are real epochs), the
+    gradient is reset once, then forward, backward and the stacked AdamW/Grokfast update are captured and
+    replayed as one launch. Every tensor the step reads or writes (parameters, moments, filter, step counts,
+    lr, weight decay, the `active` mask the detector updates in place) keeps its storage, so a replay is the
+    eager step. If capture fails the step stays eager, with one warning. On a CPU it is packed_step.
+    """
+
+    def __init__(self, state: PackedState, x: torch.Tensor, y: torch.Tensor, autocast, enabled: bool = True) -> None:
+        self.state, self.x, self.y, self.autocast = state, x, y, autocast
+        self.warmup, self.graph = 3, None
+        self.eager = not (enabled and x.device.type == "cuda")
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.eager:
+            packed_step(self.state, self.x, self.y, self.autocast)
+        elif self.warmup > 0:
+            self.warmup -= 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                packed_step(self.state, self.x, self.y, self.autocast)
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            self._capture()
+
+    def _capture(self) -> None:
+        self.state.flat.grad = None
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):  # records; nothing runs until replay
+                _step_body(self.state, self.x, self.y, self.autocast)
+        except Exception as exc:  # noqa: BLE001 - an eager step is always correct
+            print(f"warning: CUDA graph capture failed ({type(exc).__name__}: {exc}); training eagerly", flush=True)
+            self.eager = True
+            packed_step(self.state, self.x, self.y, self.autocast)
+            return
+        self.graph = graph
+        graph.replay()
 
 
 class _DeviceDetector:
@@ -341,12 +392,12 @@ def _member_rows(mem: _Member, pending: list[tuple[int, float]], host: list, i: 
     return None
 
 
-def train_packed(cfgs: list[DictConfig], run_dirs: list[Path], sync_every: int = 10) -> list[dict]:
+def train_packed(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
     """Train runs of one shape as one stacked model; each gets run()'s outputs in its run dir. Returns summaries.
 
     A member whose checkpoints/last.pt says it finished is skipped (its summary.json is returned); unfinished
-    members resume from last.pt when they all stopped at the same epoch. `sync_every` evaluations are kept on
-    the device between host copies.
+    members resume from last.pt when they all stopped at the same epoch. `train.sync_every` evaluations are kept
+    on the device between host copies.
     """
     if len(cfgs) != len(run_dirs):
         raise ValueError(f"{len(cfgs)} configs but {len(run_dirs)} run dirs")
@@ -413,9 +464,14 @@ def train_packed(cfgs: list[DictConfig], run_dirs: list[Path], sync_every: int =
 
     train_x, train_y = torch.stack([d.train_x for d in data]), torch.stack([d.train_y for d in data])
     val_x, val_y = torch.stack([d.val_x for d in data]), torch.stack([d.val_y for d in data])
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+    graphed = device.type == "cuda" and bool(tc.get("cuda_graph", True))
+    # a CUDA graph needs autocast's cast cache off
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16", cache_enabled=False if graphed else None
+    )
+    step = GraphedStep(state, train_x, train_y, autocast, enabled=graphed)
     ev, le, ce = tc.eval_every, tc.latest_every, tc.checkpoint_every
-    sync_every = max(1, int(sync_every))
+    sync_every = tc.sync_every
     buf = torch.zeros(sync_every, len(members), len(DEVICE_FIELDS), dtype=torch.float64, device=device)
     pending: list[tuple[int, float]] = []  # (epoch, host time) of the evaluations held in buf
     t0 = time.time()
@@ -423,7 +479,7 @@ def train_packed(cfgs: list[DictConfig], run_dirs: list[Path], sync_every: int =
     with StopRequest() as stop:
         epoch = start
         for epoch in range(start + 1, tc.max_epochs + 1):
-            packed_step(state, train_x, train_y, autocast)
+            step()
             if epoch % ev == 0:
                 train_loss, train_acc = packed_eval(state, train_x, train_y, autocast)
                 val_loss, val_acc = packed_eval(state, val_x, val_y, autocast)

@@ -133,5 +133,8 @@ def validate(cfg: DictConfig) -> None:
     for key in ("latest_every", "checkpoint_every", "print_every"):
         _require(_int(cfg, f"train.{key}") >= 0, f"train.{key}", tr[key], "must be an integer >= 0")
     _require(tr.precision in ("fp32", "bf16"), "train.precision", tr.precision, "one of fp32, bf16")
+    sync = _int(cfg, "train.sync_every")
+    _require(sync > 0, "train.sync_every", sync, "must be a positive integer")
+    _require(isinstance(tr.cuda_graph, bool), "train.cuda_graph", tr.cuda_graph, "must be true or false")
     _require(tr.device in DEVICES, "train.device", tr.device, f"one of {', '.join(DEVICES)}")
     _require(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, f"one of {', '.join(LOGGERS)}")

@@ -9,6 +9,10 @@ Rows, per device and d_model (all on seed 003's GrokTransformer, full batch, eva
   single     grokpipe.train.run() itself (logger=none, plot=false, patience=null) in a temp dir
   packed     grokpipe.packed.train_packed() over N members (seeds x weight decays); counts member-epochs
   bf16       run() with train.precision=bf16
+  step_floor the bare training step of one model and nothing else (no evaluation, metrics or files), as
+             grokpipe.packed.GraphedStep runs it: on CUDA one CUDA-graph replay per epoch. A launch-bound
+             run cannot go faster; single / step_floor is the overhead of everything run() adds
+  packed_gpu (CUDA only) train_packed() with --gpu-members members (64)
   sweep_*    (--procs) run() in fresh processes: one alone with the default threads, one alone with one
              thread, and two one-thread processes side by side (their summed run-epochs per second)
 Timings are medians over --repeats rounds; within a round the rows run one after another, so their ratios
@@ -156,6 +160,27 @@ def packed(p: int, d_model: int, epochs: int, device: str, members: int) -> floa
         return time.perf_counter() - t
 
 
+def step_floor(p: int, d_model: int, epochs: int, device: str) -> float:
+    """Seconds for `epochs` bare training steps of one model (packed state of one, graphed on CUDA)."""
+    from grokpipe.packed import GraphedStep, PackedState
+
+    cfg = compose(run_overrides(p, d_model, epochs, device))
+    data = make_dataset(cfg.task.op, p, cfg.task.train_frac, cfg.task.split_seed).to(device)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, data.vocab_size, data.n_classes).to(device)
+    o = cfg.optim
+    state = PackedState([model], [o.lr], [o.wd], [o.warmup_steps], tuple(o.betas), 1e-8, None)
+    step = GraphedStep(state, data.train_x[None], data.train_y[None], torch.autocast(device, enabled=False))
+    for _ in range(5):  # side-stream warm-up and capture on CUDA
+        step()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(epochs):
+        step()
+    sync(device)
+    return time.perf_counter() - t
+
+
 def _sweep_worker(threads: int | None, p: int, d_model: int, epochs: int, start, out) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -199,7 +224,10 @@ def bench(args) -> dict:
                 "single": (1, partial(single, **shape)),
                 "packed": (args.members, partial(packed, **shape, members=args.members)),
                 "bf16": (1, partial(single, **shape, extra=("train.precision=bf16",))),
+                "step_floor": (1, partial(step_floor, **shape)),
             }
+            if device == "cuda":
+                cases["packed_gpu"] = (args.gpu_members, partial(packed, **shape, members=args.gpu_members))
             for _, fn in cases.values():  # warm-up round, untimed: first-call costs stay out of the timing
                 fn(epochs=2)
             times = {name: [] for name in cases}
@@ -284,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=20, help="epochs per timed run (per member when packed)")
     ap.add_argument("--members", type=int, default=8, help="members of the packed row")
+    ap.add_argument("--gpu-members", type=int, default=64, help="members of the packed_gpu row (CUDA only)")
     ap.add_argument("--d-model", type=int, nargs="+", default=[128, 32])
     ap.add_argument("--p", type=int, default=97)
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds; medians are reported")

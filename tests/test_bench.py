@@ -8,7 +8,7 @@ import sys
 
 from conftest import ROOT
 
-ROWS = {"reference", "single", "packed", "bf16", "sweep_1proc_default_threads", "sweep_1proc_1thread"}
+ROWS = {"reference", "single", "packed", "bf16", "step_floor", "sweep_1proc_default_threads", "sweep_1proc_1thread"}
 
 
 def test_quick_bench_writes_every_row(tmp_path):

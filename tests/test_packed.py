@@ -193,3 +193,20 @@ def test_a_grid_is_grouped_into_packable_sets():
     assert group_by_shape(cells, max_members=3) == [[0, 1, 2], [3], [4, 5, 6], [7]]
     for group in group_by_shape(cells):
         check_packable([cells[i] for i in group])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the graph is captured only there")
+@pytest.mark.parametrize("grokfast", [False, True])
+def test_cuda_graph_step_equals_the_eager_step(tmp_path, float64_one_thread, grokfast):
+    """On a GPU: the pack trained through the captured CUDA graph ends where the eager pack ends (float64)."""
+    extra = ["train.device=cuda", "train.eval_every=5", "train.sync_every=3"]
+    if grokfast:
+        extra += ["optim.grokfast.enabled=true", "optim.grokfast.alpha=0.9", "optim.grokfast.lamb=3"]
+    graphed = train_packed(_pair(60, (*extra, "train.cuda_graph=true")), [tmp_path / "g0", tmp_path / "g1"])
+    eager = train_packed(_pair(60, (*extra, "train.cuda_graph=false")), [tmp_path / "e0", tmp_path / "e1"])
+    for i, (g, e) in enumerate(zip(graphed, eager)):
+        assert g["device"].startswith("cuda")
+        for key in ("final_train_loss", "final_val_loss", "final_val_acc"):
+            assert g[key] == pytest.approx(e[key], abs=1e-6), (i, key)
+        ga, ea = (read_metrics(tmp_path / f"{k}{i}" / "metrics.csv") for k in "ge")
+        assert [r["train_loss"] for r in ga] == pytest.approx([r["train_loss"] for r in ea], abs=1e-6)

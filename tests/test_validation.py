@@ -18,6 +18,8 @@ BAD = [
     (["optim.wd=-1"], "optim.wd=-1", ">= 0"),
     (["task.op=pow"], "task.op='pow'", "one of add, sub"),
     (["model.d_model=abc"], "model.d_model='abc'", "number"),
+    (["train.sync_every=0"], "train.sync_every=0", "positive"),
+    (["train.cuda_graph=maybe"], "train.cuda_graph='maybe'", "true or false"),
 ]
 
 
