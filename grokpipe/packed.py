@@ -14,8 +14,9 @@ every `train.sync_every` evaluations or at a checkpoint epoch: no host sync per 
 launch-bound work queued; on a CPU it changes nothing). On CUDA the training step (forward, backward, update) is
 captured once in a CUDA graph and replayed each epoch (`GraphedStep`; `train.cuda_graph=false` turns it off).
 
-Limits: full-batch training and AdamW only; a member's W&B run is written when it finishes (WandbRun keeps
-one live run per process), not live.
+Every member's W&B run is live (runs side by side in one process), logged at each host copy.
+
+Limits: full-batch training and AdamW only.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class _Member:
     epoch: int = 0
     summary: dict | None = None
     resolved: dict = field(default_factory=dict)
+    logger: object | None = None  # its live W&B run (grokpipe.wandb_log.WandbRun)
 
 
 class PackedState:
@@ -353,7 +355,7 @@ def _checkpoint(state: PackedState, i: int, mem: _Member, path: Path, epoch: int
     )
 
 
-def _finish(state: PackedState, i: int, mem: _Member, status: str, epoch: int, elapsed: float, device, start: int):
+def _finish(state: PackedState, i: int, mem: _Member, status: str, epoch: int, elapsed: float, device):
     """What run() does after its loop: last.pt, summary.json, curves.png, the W&B run."""
     mem.status, mem.epoch = status, epoch
     _checkpoint(state, i, mem, mem.run_dir / "checkpoints" / "last.pt", epoch, status, elapsed)
@@ -367,15 +369,9 @@ def _finish(state: PackedState, i: int, mem: _Member, status: str, epoch: int, e
         from grokpipe.plots import plot_curves
 
         plot_curves(mem.metrics.rows, mem.run_dir / "curves.png", run_name(cfg), det.grok_epoch, det.memorized_epoch)
-    if cfg.logger.name == "wandb":
-        from grokpipe.wandb_log import WandbRun
-
-        # one live W&B run per process (WandbRun finishes the previous): a member's run is written when it ends
-        logger = WandbRun(mem.resolved, mem.run_dir, run_name(cfg))
-        for row in mem.metrics.rows:
-            if row["epoch"] > start:
-                logger.log(row)
-        logger.finish(mem.summary, exit_code=int(status == "interrupted"))
+    if mem.logger is not None:
+        mem.logger.finish(mem.summary, exit_code=int(status == "interrupted"))
+        mem.logger = None
 
 
 def _member_rows(mem: _Member, pending: list[tuple[int, float]], host: list, i: int, t0: float):
@@ -383,6 +379,8 @@ def _member_rows(mem: _Member, pending: list[tuple[int, float]], host: list, i: 
     for (epoch, stamp), values in zip(pending, host):
         row = {"epoch": epoch, **dict(zip(DEVICE_FIELDS, values[i])), "elapsed": mem.prior_seconds + stamp - t0}
         mem.metrics.append(row)
+        if mem.logger is not None:
+            mem.logger.log(row)
         if not math.isfinite(row["train_loss"]):
             return "diverged", epoch
         mem.detector.update(epoch, row["train_acc"], row["val_acc"])
@@ -459,6 +457,10 @@ def train_packed(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
         detector.load(i, mem.detector)
         mem.resolved = OmegaConf.to_container(mem.cfg, resolve=True)
         mem.resolved["ratio"] = ratio(mem.cfg)
+        if mem.cfg.logger.name == "wandb":  # every member's run is live, side by side in one process
+            from grokpipe.wandb_log import WandbRun
+
+            mem.logger = WandbRun(mem.resolved, mem.run_dir, run_name(mem.cfg), concurrent=True)
     if start:
         print(f"resuming a pack of {len(members)} from epoch {start}", flush=True)
 
@@ -476,48 +478,58 @@ def train_packed(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
     pending: list[tuple[int, float]] = []  # (epoch, host time) of the evaluations held in buf
     t0 = time.time()
 
-    with StopRequest() as stop:
-        epoch = start
-        for epoch in range(start + 1, tc.max_epochs + 1):
-            step()
-            if epoch % ev == 0:
-                train_loss, train_acc = packed_eval(state, train_x, train_y, autocast)
-                val_loss, val_acc = packed_eval(state, val_x, val_y, autocast)
-                cols = (train_loss, train_acc, val_loss, val_acc, state.weight_norm(), state.current_lr()[:, 0])
-                buf[len(pending)] = torch.stack([c.double() for c in cols], dim=1)
-                pending.append((epoch, time.time()))
-                detector.update(epoch, train_loss, val_acc.double(), state.active)
-            periodic = (le and epoch % le == 0) or (ce and epoch % ce == 0)
-            if not (len(pending) == sync_every or epoch == tc.max_epochs or periodic or stop.requested):
-                continue
-            host = buf[: len(pending)].tolist() if pending else []  # the one host copy per window
-            for i, mem in enumerate(members):
-                if mem.status != "running":
+    try:
+        with StopRequest() as stop:
+            epoch = start
+            for epoch in range(start + 1, tc.max_epochs + 1):
+                step()
+                if epoch % ev == 0:
+                    train_loss, train_acc = packed_eval(state, train_x, train_y, autocast)
+                    val_loss, val_acc = packed_eval(state, val_x, val_y, autocast)
+                    cols = (train_loss, train_acc, val_loss, val_acc, state.weight_norm(), state.current_lr()[:, 0])
+                    buf[len(pending)] = torch.stack([c.double() for c in cols], dim=1)
+                    pending.append((epoch, time.time()))
+                    detector.update(epoch, train_loss, val_acc.double(), state.active)
+                periodic = (le and epoch % le == 0) or (ce and epoch % ce == 0)
+                if not (len(pending) == sync_every or epoch == tc.max_epochs or periodic or stop.requested):
                     continue
-                stopped = _member_rows(mem, pending, host, i, t0)
-                if stopped is not None:
-                    _finish(state, i, mem, *stopped, mem.prior_seconds + time.time() - t0, device, start)
-                    continue
-                for keep, path in ((ce, f"epoch_{epoch:07d}.pt"), (le, "last.pt")):
-                    if keep and epoch % keep == 0:
-                        elapsed = mem.prior_seconds + time.time() - t0
-                        _checkpoint(state, i, mem, mem.run_dir / "checkpoints" / path, epoch, "running", elapsed)
-            pending.clear()
-            running = [mem.status == "running" for mem in members]
-            if running != state.active[:, 0].tolist():
-                raise RuntimeError(f"packed stopping disagrees with run()'s rule at epoch {epoch}: {running}")
-            if tc.print_every and epoch // tc.print_every != (epoch - 1) // tc.print_every:
-                print(f"pack of {len(members)} epoch {epoch}/{tc.max_epochs}: {sum(running)} running", flush=True)
-            if not any(running) or stop.requested:
-                break
+                host = buf[: len(pending)].tolist() if pending else []  # the one host copy per window
+                for i, mem in enumerate(members):
+                    if mem.status != "running":
+                        continue
+                    stopped = _member_rows(mem, pending, host, i, t0)
+                    if stopped is not None:
+                        _finish(state, i, mem, *stopped, mem.prior_seconds + time.time() - t0, device)
+                        continue
+                    for keep, path in ((ce, f"epoch_{epoch:07d}.pt"), (le, "last.pt")):
+                        if keep and epoch % keep == 0:
+                            elapsed = mem.prior_seconds + time.time() - t0
+                            _checkpoint(state, i, mem, mem.run_dir / "checkpoints" / path, epoch, "running", elapsed)
+                pending.clear()
+                running = [mem.status == "running" for mem in members]
+                if running != state.active[:, 0].tolist():
+                    raise RuntimeError(f"packed stopping disagrees with run()'s rule at epoch {epoch}: {running}")
+                if tc.print_every and epoch // tc.print_every != (epoch - 1) // tc.print_every:
+                    print(f"pack of {len(members)} epoch {epoch}/{tc.max_epochs}: {sum(running)} running", flush=True)
+                if not any(running) or stop.requested:
+                    break
 
-        for i, mem in enumerate(members):
-            if mem.status == "running":
-                status = "interrupted" if stop.requested else ("grokked" if mem.detector.grokked else "completed")
-                _finish(state, i, mem, status, epoch, mem.prior_seconds + time.time() - t0, device, start)
-        for n, mem in zip(index, members):
-            results[n] = mem.summary
-        if stop.requested:
-            print(f"interrupted at epoch {epoch}: checkpoints saved, resume by packing the same runs again", flush=True)
-            stop.hand_over()
+            for i, mem in enumerate(members):
+                if mem.status == "running":
+                    status = "interrupted" if stop.requested else ("grokked" if mem.detector.grokked else "completed")
+                    _finish(state, i, mem, status, epoch, mem.prior_seconds + time.time() - t0, device)
+            for n, mem in zip(index, members):
+                results[n] = mem.summary
+            if stop.requested:
+                print(
+                    f"interrupted at epoch {epoch}: checkpoints saved, resume by packing the same runs again",
+                    flush=True,
+                )
+                stop.hand_over()
+    except BaseException:  # a pack that fails leaves no W&B run open in this process
+        for mem in members:
+            if mem.logger is not None:
+                mem.logger.finish({"status": "failed"}, exit_code=1)
+                mem.logger = None
+        raise
     return results

@@ -63,7 +63,8 @@ def masked_argv():
 class WandbRun:
     """One W&B run bound to a run dir; its id is kept in `wandb_id.txt` so a resumed run continues it."""
 
-    def __init__(self, cfg: dict, run_dir: Path, name: str):
+    def __init__(self, cfg: dict, run_dir: Path, name: str, concurrent: bool = False):
+        """`concurrent`: one of several live runs in this process (a pack's members); else it ends the previous."""
         self.run = None
         lc = cfg["logger"]
         try:
@@ -85,7 +86,7 @@ class WandbRun:
                     dir=str(run_dir),
                     mode=choose_mode(lc.get("mode", "auto")),
                     config=scrub(cfg),
-                    reinit="finish_previous",
+                    reinit="create_new" if concurrent else "finish_previous",
                     settings=wandb.Settings(
                         silent=True, console="off", x_disable_stats=True, init_timeout=lc["init_timeout"]
                     ),

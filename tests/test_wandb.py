@@ -97,3 +97,38 @@ def test_secret_in_the_config_is_refused(tmp_path):
 def test_scrub_drops_secret_keys_at_any_depth():
     cfg = {"logger": {"api_key": "s", "project": "p", "nested": {"TOKEN": "t", "ok": 1}}, "password": "x"}
     assert scrub(cfg) == {"logger": {"project": "p", "nested": {"ok": 1}}}
+
+
+def test_every_packed_member_has_its_own_live_run(tmp_path):
+    """A packed sweep: one process trains three cells, each logs to its own W&B run, side by side."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    sweep = tmp_path / "sw"
+    tiny = ["model=mlp", "task.p=23", "train.max_epochs=60", "train.print_every=0", "train.plot=false"]
+    args = [*tiny, "logger=wandb", "train.seed=0,1,2", "hydra.sweeper.pack=true", f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "-m", *args],
+        cwd=tmp_path,
+        env=_no_credentials(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warning: W&B" not in result.stderr
+    groups = set()
+    for cell in range(3):
+        (run,) = offline_runs(sweep / str(cell))
+        rows = read_metrics(sweep / str(cell) / "metrics.csv")
+        logged = history(run)
+        assert [h["_step"] for h in logged] == [r["epoch"] for r in rows] == list(range(10, 61, 10))
+        assert [h["train_loss"] for h in logged] == pytest.approx([r["train_loss"] for r in rows], rel=1e-5)
+        s = summary(run)
+        assert s["state"] == "finished" and s["summary"]["status"] == "completed"
+        assert s["config"]["train"]["seed"] == cell
+        assert s["run_id"] == (sweep / str(cell) / "wandb_id.txt").read_text().strip()
+        groups.add(s["config"]["logger"]["group"])
+    assert groups == {f"sweep-{sweep.parent.name}_sw"}
