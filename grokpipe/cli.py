@@ -50,10 +50,15 @@ def main(cfg: DictConfig) -> float | None:
     if cfg.logger.get("group") is None and in_sweep:
         with open_dict(cfg):
             cfg.logger.group = sweep_group(hydra_cfg.sweep.dir)
-    from grokpipe.train import run
+    from grokpipe.train import choose_engine, run
 
     try:
-        summary = run(cfg, run_dir)
+        if choose_engine(cfg) == "packed":
+            from grokpipe.packed import train_packed
+
+            (summary,) = train_packed([cfg], [run_dir])
+        else:
+            summary = run(cfg, run_dir)
     except (ConfigError, StorageError) as exc:  # expected faults: one line, nothing computed is lost
         message = exc.strerror if isinstance(exc, StorageError) else str(exc)
         print(f"error: {message}", file=sys.stderr)

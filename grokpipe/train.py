@@ -49,6 +49,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def choose_engine(cfg: DictConfig) -> str:
+    """`loop` (run()) or `packed` (grokpipe.packed.train_packed as a pack of one: the graphed, no-sync GPU path).
+    auto = packed on CUDA when the run is full-batch AdamW, else loop."""
+    tc = cfg.train
+    if tc.engine != "auto":
+        return tc.engine
+    cuda = pick_device(tc.device).type == "cuda"
+    return "packed" if cuda and tc.batch_size is None and cfg.optim.name == "adamw" else "loop"
+
+
 def ratio(cfg: DictConfig) -> float:
     """Model width relative to the task size: d_model / p (or / group order for S5)."""
     return cfg.model.d_model / task_size(cfg)

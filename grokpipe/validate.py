@@ -8,6 +8,7 @@ from grokpipe.tasks import OPS
 
 MODELS = ("transformer", "nanda", "mlp", "tied_mlp")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+ENGINES = ("auto", "loop", "packed")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LOGGERS = ("wandb", "none")
 
@@ -133,6 +134,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("latest_every", "checkpoint_every", "print_every"):
         _require(_int(cfg, f"train.{key}") >= 0, f"train.{key}", tr[key], "must be an integer >= 0")
     _require(tr.precision in ("fp32", "bf16"), "train.precision", tr.precision, "one of fp32, bf16")
+    _require(tr.engine in ENGINES, "train.engine", tr.engine, f"one of {', '.join(ENGINES)}")
     sync = _int(cfg, "train.sync_every")
     _require(sync > 0, "train.sync_every", sync, "must be a positive integer")
     _require(isinstance(tr.cuda_graph, bool), "train.cuda_graph", tr.cuda_graph, "must be true or false")

@@ -131,3 +131,38 @@ def test_small_run_groks(tmp_path):
     at_grok = [r for r in rows if r["epoch"] >= s["grok_epoch"]][:10]
     assert all(r["val_acc"] >= 0.95 for r in at_grok)
     assert [r["val_acc"] for r in rows if r["epoch"] == s["grok_epoch"] - 10][0] < 0.95
+
+
+def test_auto_engine_is_the_loop_on_cpu_and_packed_only_where_it_applies(monkeypatch):
+    from grokpipe import train
+    from grokpipe.train import choose_engine
+
+    assert choose_engine(compose_cfg(SHORT)) == "loop"
+    assert choose_engine(compose_cfg([*SHORT, "train.engine=packed"])) == "packed"
+    monkeypatch.setattr(train, "pick_device", lambda name: torch.device("cuda"))
+    assert choose_engine(compose_cfg(SHORT)) == "packed"
+    assert choose_engine(compose_cfg([*SHORT, "optim=sgd"])) == "loop"
+    assert choose_engine(compose_cfg([*SHORT, "train.batch_size=64"])) == "loop"
+    assert choose_engine(compose_cfg([*SHORT, "train.engine=loop"])) == "loop"
+
+
+def test_packed_engine_runs_one_config_like_the_loop(tmp_path):
+    from conftest import launch
+
+    loop, packed = tmp_path / "loop", tmp_path / "packed"
+    for engine, d in (("loop", loop), ("packed", packed)):
+        r = launch([*SHORT, f"train.engine={engine}", f"hydra.run.dir={d}"], cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+    a, b = (read_metrics(d / "metrics.csv") for d in (loop, packed))
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b] == list(range(10, 61, 10))
+    assert [r["train_loss"] for r in b] == pytest.approx([r["train_loss"] for r in a], rel=1e-3)
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (loop, packed))
+    assert {k for k in sa} == {k for k in sb} and sb["status"] == sa["status"] == "completed"
+    assert sorted(p.name for p in (packed / "checkpoints").iterdir()) == sorted(
+        p.name for p in (loop / "checkpoints").iterdir()
+    )
+    refused = launch([*SHORT, "train.engine=packed", "optim=sgd", f"hydra.run.dir={tmp_path / 'x'}"], cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: optim.name='sgd' is not allowed for packed training: must be adamw"
+    ]

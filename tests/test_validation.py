@@ -19,6 +19,7 @@ BAD = [
     (["task.op=pow"], "task.op='pow'", "one of add, sub"),
     (["model.d_model=abc"], "model.d_model='abc'", "number"),
     (["train.sync_every=0"], "train.sync_every=0", "positive"),
+    (["train.engine=fast"], "train.engine='fast'", "one of auto, loop, packed"),
     (["train.cuda_graph=maybe"], "train.cuda_graph='maybe'", "true or false"),
 ]
 
