@@ -25,7 +25,6 @@ import copy
 import json
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch.func import functional_call, stack_module_state
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from grokpipe.grok import GrokDetector
 from grokpipe.models import build_model
@@ -147,8 +147,6 @@ class PackedState:
         self.active = torch.ones(self.m, 1, dtype=torch.bool, device=dev)
         self.grokfast = grokfast  # (alpha, lamb) or None
         self.ema = torch.zeros_like(self.exp_avg) if grokfast is not None else None
-        # the CPU flash-attention kernel has no vmap batching rule; the math kernel batches
-        self.sdpa = dev.type == "cpu"
 
     def params(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         chunks = flat.split(self.sizes, dim=1)
@@ -159,12 +157,9 @@ class PackedState:
 
     def forward(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Logits [M, N, C] of every member on its own inputs x [M, N, 3]."""
-        ctx = nullcontext()
-        if self.sdpa:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-
-            ctx = sdpa_kernel(SDPBackend.MATH)
-        with ctx:
+        # the math attention kernel on every device: it batches under vmap (the CPU flash kernel has no
+        # batching rule), and at 2-3 tokens the fused kernels save nothing
+        with sdpa_kernel(SDPBackend.MATH):
             return torch.vmap(self._call, randomness="different")(self.params(flat), self.buffers, x)
 
     def current_lr(self) -> torch.Tensor:
