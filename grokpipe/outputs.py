@@ -181,3 +181,17 @@ def load_latest(ckpt_dir: Path, map_location="cpu") -> dict | None:
     if damaged:
         print(f"warning: no readable checkpoint ({', '.join(damaged)}); starting from scratch", file=sys.stderr)
     return None
+
+
+def load_at(ckpt_dir: Path, epoch: int, map_location="cpu") -> dict | None:
+    """A readable checkpoint of exactly `epoch` (last.pt, last.prev.pt or epoch_*.pt); None if there is none."""
+    for path in [ckpt_dir / "last.pt", ckpt_dir / "last.prev.pt", ckpt_dir / f"epoch_{epoch:07d}.pt"]:
+        if not path.exists():
+            continue
+        try:
+            state = load_checkpoint(path, map_location)
+        except Exception:  # damaged: not this one
+            continue
+        if state.get("epoch") == epoch and {"model", "optimizer"} <= set(state):
+            return state
+    return None

@@ -37,7 +37,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from grokpipe.grok import GrokDetector
 from grokpipe.models import build_model
 from grokpipe.optim import build_optimizer, build_scheduler
-from grokpipe.outputs import MetricsLog, load_latest, rng_state, save_checkpoint, save_latest, write_summary
+from grokpipe.outputs import (
+    MetricsLog,
+    load_at,
+    load_latest,
+    rng_state,
+    save_checkpoint,
+    save_latest,
+    write_summary,
+)
 from grokpipe.signals import StopRequest
 from grokpipe.tasks import make_dataset
 from grokpipe.train import FINISHED, _read_summary, identity, pick_device, ratio, run_name, summarize
@@ -385,6 +393,26 @@ def _member_rows(mem: _Member, pending: list[tuple[int, float]], host: list, i: 
     return None
 
 
+def _align(members: list[_Member], ckpts: list, device) -> int:
+    """The epoch every unfinished member resumes from. A pack killed while writing its members' checkpoints
+    leaves some a checkpoint ahead; those go back to their checkpoint of the earliest member's epoch
+    (last.prev.pt, or fresh at epoch 0), so the pack resumes together. Raises ConfigError if one has none."""
+    starts = [0 if c is None else c["epoch"] for c in ckpts]
+    start = min(starts)
+    for n, (mem, epoch) in enumerate(zip(members, starts)):
+        if epoch == start:
+            continue
+        ckpt = None if start == 0 else load_at(mem.run_dir / "checkpoints", start, map_location=device)
+        if ckpt is None and start != 0:
+            raise ConfigError(
+                f"cannot pack: {mem.run_dir} has no checkpoint of epoch {start}, where the rest of the pack "
+                f"resumes (it is at {epoch}); resume the runs one by one (launch the sweep without packing)"
+            )
+        print(f"{mem.run_dir}: back from epoch {epoch} to {start}, where the rest of the pack resumes", flush=True)
+        ckpts[n] = ckpt
+    return start
+
+
 def train_packed(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
     """Train runs of one shape as one stacked model; each gets run()'s outputs in its run dir. Returns summaries.
 
@@ -423,13 +451,7 @@ def train_packed(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
         index.append(n)
     if not members:
         return results
-    starts = {0 if c is None else c["epoch"] for c in ckpts}
-    if len(starts) > 1:
-        raise ConfigError(
-            f"cannot pack: unfinished runs would resume at different epochs ({sorted(starts)}); "
-            "resume them one by one with grokpipe.train.run"
-        )
-    start = starts.pop()
+    start = _align(members, ckpts, device)
 
     state = PackedState(
         [m.model for m in members],

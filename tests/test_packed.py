@@ -210,3 +210,29 @@ def test_cuda_graph_step_equals_the_eager_step(tmp_path, float64_one_thread, gro
             assert g[key] == pytest.approx(e[key], abs=1e-6), (i, key)
         ga, ea = (read_metrics(tmp_path / f"{k}{i}" / "metrics.csv") for k in "ge")
         assert [r["train_loss"] for r in ga] == pytest.approx([r["train_loss"] for r in ea], abs=1e-6)
+
+
+def test_members_left_at_different_epochs_resume_together(tmp_path, float64_one_thread):
+    """A pack killed while writing its members' checkpoints: one member is a checkpoint ahead of the other."""
+    ck = ("train.latest_every=20", "train.checkpoint_every=20")
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    train_packed(_pair(40, ck), dirs)
+    behind = dirs[1] / "checkpoints"
+    (behind / "last.pt").write_bytes((behind / "epoch_0000020.pt").read_bytes())
+    (behind / "last.prev.pt").unlink()
+    resumed = train_packed(_pair(100, ck), dirs)
+    straight = train_packed(_pair(100, ck), [tmp_path / "c", tmp_path / "d"])
+    for r, s in zip(resumed, straight):
+        assert r["epochs_run"] == 100 and r["final_train_loss"] == pytest.approx(s["final_train_loss"], abs=1e-6)
+    for d in dirs:
+        assert [r["epoch"] for r in read_metrics(d / "metrics.csv")] == list(range(10, 101, 10))
+
+    # without a checkpoint at the common epoch the pack is refused in one line, nothing overwritten
+    train_packed(_pair(40, ck), [tmp_path / "e", tmp_path / "f"])
+    (tmp_path / "f" / "checkpoints" / "last.pt").write_bytes(
+        (tmp_path / "f" / "checkpoints" / "epoch_0000020.pt").read_bytes()
+    )
+    (tmp_path / "e" / "checkpoints" / "epoch_0000020.pt").unlink()
+    with pytest.raises(ConfigError, match="has no checkpoint of epoch 20"):
+        train_packed(_pair(100, ck), [tmp_path / "e", tmp_path / "f"])
+    assert read_metrics(tmp_path / "e" / "metrics.csv")[-1]["epoch"] == 40
