@@ -161,7 +161,14 @@ def test_packed_grid_is_one_array_task_per_shape_and_a_signalled_pack_resumes(tm
     """hydra.sweeper.pack=true: 4 cells of 2 shapes -> a 2-task array; submitit's time-limit signal (USR2) to
     one pack checkpoints every member, submitit requeues it, and each member's metrics equal an uninterrupted pack's."""
     sweep, ref = tmp_path / "sw", tmp_path / "ref"
-    grid = [*RUN, "logger=none", "model.d_model=32,64", "train.seed=3,4", "hydra.sweeper.pack=true"]
+    grid = [
+        *RUN,
+        "train.max_epochs=900",
+        "logger=none",
+        "model.d_model=32,64",
+        "train.seed=3,4",
+        "hydra.sweeper.pack=true",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *grid]
     proc = subprocess.Popen(
