@@ -87,8 +87,14 @@ class WandbRun:
                     mode=choose_mode(lc.get("mode", "auto")),
                     config=scrub(cfg),
                     reinit="create_new" if concurrent else "finish_previous",
+                    # flush the run file every 2 s (default 15): preemption's SIGTERM also kills W&B's helper,
+                    # and what it had not flushed is lost to W&B (metrics.csv keeps every row)
                     settings=wandb.Settings(
-                        silent=True, console="off", x_disable_stats=True, init_timeout=lc["init_timeout"]
+                        silent=True,
+                        console="off",
+                        x_disable_stats=True,
+                        init_timeout=lc["init_timeout"],
+                        x_transaction_log_flush_interval=2.0,
                     ),
                 )
         except Exception as exc:  # W&B is optional: say why once, keep training

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT, launch, wait_rows, without_elapsed
@@ -97,20 +98,27 @@ def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
         text=True,
     )
     # the uninterrupted reference, same seed and thread count, while the cluster runs the cell
-    reference = subprocess.run(
+    reference = subprocess.Popen(
         [sys.executable, str(ROOT / "launch.py"), *RUN, "logger=none", "train.seed=7", f"hydra.run.dir={ref}"],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
-    assert reference.returncode == 0, reference.stderr[-2000:]
     metrics = sweep / "0" / "metrics.csv"
     wait_rows(metrics, 300, proc, timeout=300)
+    # the signal also kills W&B's helper: what the attempt had flushed (every 2 s) is what W&B keeps of it
+    deadline = time.time() + 60
+    while not (offline_runs(sweep / "0") and summary(offline_runs(sweep / "0")[0])["run_id"]):
+        assert time.time() < deadline, "the first attempt's W&B run was never flushed"
+        time.sleep(0.5)
     job_id = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
     subprocess.run([*interrupt, job_id], check=True)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
+    ref_out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, ref_out[-2000:]
 
     cell = sweep / "0"
     assert without_elapsed(read_metrics(cell / "metrics.csv")) == without_elapsed(read_metrics(ref / "metrics.csv"))
