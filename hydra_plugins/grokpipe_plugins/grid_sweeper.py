@@ -170,7 +170,7 @@ class GridSweeper(BasicSweeper):
     def sweep_packed(self, cells: list[tuple]):
         """One job per pack: the job's own overrides name the pack, and its dir is packs/<k>."""
         packs = self.plan_packs(cells)
-        log.info(f"Packing {len(cells)} cells into {len(packs)} jobs (one per shape)")
+        log.info(f"Packing {len(cells)} cells into {len(packs)} job{'s' * (len(packs) != 1)} (one per shape)")
         for k, members in enumerate(packs):
             log.info(f"\tpack {k}: cells {', '.join(map(str, members))}")
         sweep_dir = Path(self.config.hydra.sweep.dir)
