@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from grokpipe.cli import main as run_job
+from grokpipe.job import main as run_job
 from grokpipe.sweep_summary import exit_status
 
 

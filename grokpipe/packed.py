@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.func import functional_call, stack_module_state
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from grokpipe.errors import ConfigError
 from grokpipe.grok import GrokDetector
 from grokpipe.models import build_model
 from grokpipe.optim import build_optimizer, build_scheduler
@@ -49,7 +50,7 @@ from grokpipe.outputs import (
 from grokpipe.signals import StopRequest
 from grokpipe.tasks import make_dataset
 from grokpipe.train import FINISHED, _read_summary, identity, pick_device, ratio, run_name, summarize
-from grokpipe.validate import ConfigError, prepare
+from grokpipe.validate import prepare
 
 # keys that may differ between members; everything else (outside logger/hydra) must be equal
 PER_MEMBER = ("train.seed", "optim.lr", "optim.wd", "optim.warmup_steps", "task.split_seed", "train.patience")
@@ -369,7 +370,7 @@ def _finish(state: PackedState, i: int, mem: _Member, status: str, epoch: int, e
     write_summary(mem.run_dir / "summary.json", mem.summary)
     cfg, det = mem.cfg, mem.detector
     if cfg.train.plot and mem.metrics.rows:
-        from grokpipe.plots import plot_curves
+        from grokpipe.run_figures import plot_curves
 
         plot_curves(mem.metrics.rows, mem.run_dir / "curves.png", run_name(cfg), det.grok_epoch, det.memorized_epoch)
     if mem.logger is not None:

@@ -204,7 +204,7 @@ def _load_yaml(path: Path) -> DictConfig | None:
 def experiment_name(cfg: DictConfig | None, sweep_dir: Path | None) -> str:
     """The W&B group: logger.group if set, else `sweep-<parent>_<name>` for a sweep, else `<op>-p<p>`."""
     if sweep_dir is not None:
-        from grokpipe.cli import sweep_group
+        from grokpipe.job import sweep_group
 
         master = _load_yaml(sweep_dir / "multirun.yaml")
         group = OmegaConf.select(master, "logger.group", default=None) if master is not None else None
@@ -217,7 +217,8 @@ def experiment_name(cfg: DictConfig | None, sweep_dir: Path | None) -> str:
 
 def _from_config(cfg: DictConfig) -> dict:
     """What a run's hyperparameters were, from its composed config: for cells that failed before a summary."""
-    from grokpipe.validate import ConfigError, apply_ratio, task_size
+    from grokpipe.errors import ConfigError
+    from grokpipe.validate import apply_ratio, task_size
 
     cfg = cfg.copy()
     try:
@@ -468,7 +469,7 @@ def update(root: Path | str, db_path: Path | str | None = None) -> Report:
 
 def build_sweep_db(sweep_dir: Path) -> Path:
     """The end-of-sweep hook: sweep_dir/experiments.db from the sweep's cells, and its figures in sweep_dir/figures/."""
-    from grokpipe.figures import write_figures
+    from grokpipe.sweep_figures import write_figures
 
     sweep_dir = Path(sweep_dir)
     report = build(sweep_dir, sweep_dir / "experiments.db")

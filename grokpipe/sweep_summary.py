@@ -133,7 +133,7 @@ def _write_csv(path: Path, fields: tuple, rows: list[dict]) -> None:
 
 def summarize(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     """Write the sweep summary files; returns (cells, table rows)."""
-    from grokpipe.plots import plot_phase_diagram
+    from grokpipe.sweep_figures import plot_phase_diagram
 
     cells = read_cells(sweep_dir)
     rows = table(cells)
@@ -176,7 +176,7 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict],
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from grokpipe.cli import sweep_group
+        from grokpipe.job import sweep_group
 
         global _exit_status
         sweep_dir = Path(config.hydra.sweep.dir)

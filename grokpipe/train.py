@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from grokpipe.errors import ConfigError
 from grokpipe.grok import GrokDetector
 from grokpipe.models import build_model
 from grokpipe.optim import Grokfast, build_optimizer, build_scheduler
@@ -24,10 +25,10 @@ from grokpipe.outputs import (
     set_rng_state,
     write_summary,
 )
-from grokpipe.progress import Progress
+from grokpipe.progress_bar import ProgressBar
 from grokpipe.signals import StopRequest
 from grokpipe.tasks import make_dataset
-from grokpipe.validate import ConfigError, prepare, task_size
+from grokpipe.validate import prepare, task_size
 
 FINISHED = ("grokked", "completed", "diverged")
 
@@ -172,7 +173,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     t0 = time.time()
     elapsed = lambda: prior_seconds + time.time() - t0  # noqa: E731
-    progress = Progress(tc.max_epochs, start_epoch, tc.print_every, run_name(cfg))
+    progress = ProgressBar(tc.max_epochs, start_epoch, tc.print_every, run_name(cfg))
     full_batch = tc.batch_size is None or tc.batch_size >= len(data.train_y)
     with StopRequest() as stop:
         status, epoch, saved_epoch = "running", start_epoch, start_epoch
@@ -235,7 +236,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         except StorageError as exc:
             raise stopped(exc, epoch, saved_epoch) from exc
         if tc.plot and metrics.rows:
-            from grokpipe.plots import plot_curves
+            from grokpipe.run_figures import plot_curves
 
             plot_curves(
                 metrics.rows, run_dir / "curves.png", run_name(cfg), detector.grok_epoch, detector.memorized_epoch

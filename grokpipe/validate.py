@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, open_dict
 
+from grokpipe.errors import ConfigError
 from grokpipe.tasks import OPS
 
 MODELS = ("transformer", "nanda", "mlp", "tied_mlp")
@@ -11,10 +12,6 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 ENGINES = ("auto", "loop", "packed")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LOGGERS = ("wandb", "none")
-
-
-class ConfigError(ValueError):
-    """A config value grokpipe refuses; str() is the one line shown to the user."""
 
 
 def is_prime(n: int) -> bool:

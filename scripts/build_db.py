@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from grokpipe.cli import fail
+from grokpipe.errors import fail
 from grokpipe.results_db import build, update
 
 

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from grokpipe.cli import fail
-from grokpipe.figures import FORMATS, write_figures
+from grokpipe.errors import fail
+from grokpipe.sweep_figures import FORMATS, write_figures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from grokpipe.cli import fail
+from grokpipe.errors import fail
 
 FORMULAS = {
     "add": "({a} + {b})",
@@ -52,10 +52,11 @@ def predict(run_dir: Path, a_text: str, b_text: str) -> str:
     import torch
     from omegaconf import OmegaConf
 
+    from grokpipe.errors import ConfigError
     from grokpipe.models import build_model
     from grokpipe.outputs import load_checkpoint
     from grokpipe.tasks import all_pairs, make_dataset
-    from grokpipe.validate import ConfigError, apply_ratio, task_size
+    from grokpipe.validate import apply_ratio, task_size
 
     cfg = OmegaConf.load(config)
     try:

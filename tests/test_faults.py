@@ -14,9 +14,9 @@ import pytest
 from conftest import ROOT, compose_cfg, launch, start_run, wait_rows, without_elapsed
 from wandb_files import offline_runs, summary
 
+from grokpipe.errors import ConfigError
 from grokpipe.outputs import load_checkpoint, read_metrics
 from grokpipe.train import run
-from grokpipe.validate import ConfigError
 
 SHORT = [
     "task.p=23",

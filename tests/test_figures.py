@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_results_db import results_root, run_script, script
 
-from grokpipe.figures import write_figures
 from grokpipe.results_db import build
+from grokpipe.sweep_figures import write_figures
 
 AGGREGATE = ("phase_diagram", "grok_vs_ratio", "grok_gap")
 EXPERIMENTS = ("fast_grok", "sweep-multirun_tiny")

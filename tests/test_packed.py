@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import compose_cfg
 
+from grokpipe.errors import ConfigError
 from grokpipe.outputs import METRIC_FIELDS, load_checkpoint, read_metrics
 from grokpipe.packed import check_packable, group_by_shape, train_packed
 from grokpipe.train import run
-from grokpipe.validate import ConfigError
 
 BASE = [
     "task.p=23",

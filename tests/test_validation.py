@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import compose_cfg, launch
 
-from grokpipe.validate import ConfigError, validate
+from grokpipe.errors import ConfigError
+from grokpipe.validate import validate
 
 BAD = [
     (["model.d_model=30"], "model.d_model=30", "divisible by model.n_heads=4"),

@@ -8,11 +8,12 @@ from conftest import compose_cfg
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
+from grokpipe.errors import ConfigError
 from grokpipe.models import build_model
 from grokpipe.optim import Grokfast, build_optimizer, build_scheduler
 from grokpipe.tasks import make_dataset
 from grokpipe.train import train_step
-from grokpipe.validate import ConfigError, prepare
+from grokpipe.validate import prepare
 
 junk = st.one_of(st.none(), st.booleans(), st.text(max_size=4), st.floats(allow_nan=True, allow_infinity=True))
 small_int = st.integers(-8, 40)

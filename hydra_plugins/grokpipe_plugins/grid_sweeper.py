@@ -19,9 +19,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from grokpipe.cli import sweep_group
+from grokpipe.errors import ConfigError
+from grokpipe.job import sweep_group
 from grokpipe.sweep_summary import PACKS, CellDied
-from grokpipe.validate import ConfigError, prepare
+from grokpipe.validate import prepare
 
 log = logging.getLogger(__name__)
 ELLIPSIS = "..."

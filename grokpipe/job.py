@@ -10,20 +10,14 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from grokpipe.errors import ConfigError
 from grokpipe.outputs import StorageError, write_summary
-from grokpipe.validate import ConfigError, prepare
-
-
-def fail(message: str) -> NoReturn:
-    """The one-line error every grokpipe command gives for bad input, with exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+from grokpipe.validate import prepare
 
 
 def sweep_group(sweep_dir: str) -> str:

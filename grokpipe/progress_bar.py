@@ -1,4 +1,4 @@
-"""Progress: a live bar on a terminal, plain periodic lines otherwise (SLURM logs, pipes)."""
+"""The console progress bar: a live bar on a terminal, plain periodic lines otherwise (SLURM logs, pipes)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 import time
 
 
-class Progress:
+class ProgressBar:
     def __init__(self, total: int, start: int, print_every: int, desc: str):
         self.total, self.print_every, self.desc = total, print_every, desc
         self.bar = None

@@ -1,5 +1,5 @@
-"""Figures from the results database (grokpipe.results_db): phase diagram, grok epoch against ratio, training
-curves, memorisation-to-grok gap, weight norm. Each reads the database only."""
+"""The sweep figures: the phase diagram of a sweep's table, and from the results database (grokpipe.results_db)
+the phase diagram, grok epoch against ratio, training curves, memorisation-to-grok gap, weight norm."""
 
 from __future__ import annotations
 
@@ -14,10 +14,40 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from grokpipe.plots import plot_phase_diagram  # noqa: E402
-
 FORMATS = ("png", "svg", "pdf")
 DPI = 110
+
+
+def plot_phase_diagram(rows: list[dict], path: Path, title: str) -> None:
+    """Ratio x weight decay -> mean grok epoch; cells where no seed grokked are marked x, failures !."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    ratios = sorted({r["ratio"] for r in rows})
+    wds = sorted({r["wd"] for r in rows})
+    grid = np.full((len(wds), len(ratios)), np.nan)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(ratios), 1.2 + 0.7 * len(wds)))
+    for r in rows:
+        i, j = wds.index(r["wd"]), ratios.index(r["ratio"])
+        if r["grok_mean"] is not None:
+            grid[i, j] = r["grok_mean"]
+            ax.text(j, i, f"{r['grok_mean']:.0f}\n{r['grokked']}/{r['n']}", ha="center", va="center", fontsize=7)
+        else:
+            ax.text(j, i, "!" if r["failed"] == r["n"] else "x", ha="center", va="center", color="red", fontsize=12)
+    finite = grid[np.isfinite(grid)]
+    norm = LogNorm(vmin=max(finite.min(), 1), vmax=max(finite.max(), 2)) if finite.size else None
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r", norm=norm, aspect="auto", origin="lower")
+    ax.set_facecolor("#dddddd")
+    ax.set_xticks(range(len(ratios)), [f"{x:.3g}" for x in ratios], rotation=45)
+    ax.set_yticks(range(len(wds)), [f"{w:g}" for w in wds])
+    ax.set_xlabel("d_model / p")
+    ax.set_ylabel("weight decay")
+    ax.set_title(f"{title}: grok epoch (x = never grokked)", fontsize=9)
+    if finite.size:
+        fig.colorbar(image, ax=ax, label="mean grok epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def connect(db_path: Path | str) -> sqlite3.Connection:
