@@ -26,7 +26,7 @@ from torch import nn
 
 from grokpipe.models import build_model
 from grokpipe.outputs import load_checkpoint, read_metrics
-from grokpipe.tasks import Dataset, all_pairs, make_dataset
+from grokpipe.tasks import TaskSpec, build_task
 from grokpipe.validate import apply_ratio
 
 CHECKPOINT = re.compile(r"epoch_(\d+)\.pt")
@@ -75,9 +75,9 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def load_model(cfg: DictConfig, data: Dataset, path: Path) -> nn.Module:
+def load_model(cfg: DictConfig, spec: TaskSpec, path: Path) -> nn.Module:
     """The model of one checkpoint, in eval mode on the CPU."""
-    model = build_model(cfg.model, data.vocab_size, data.n_classes)
+    model = build_model(cfg.model, spec)
     model.load_state_dict(load_checkpoint(path)["model"])
     return model.eval()
 
@@ -168,10 +168,10 @@ def top_frequencies(power: torch.Tensor, total: float, k: int) -> tuple[list[int
 
 
 def check_fourier_task(cfg: DictConfig) -> None:
-    if cfg.task.op == "s5":
+    if cfg.task.get("p") is None:
         raise AnalysisError(
-            "the Fourier analysis needs a modular task (tokens 0..p-1 of Z_p); task.op=s5 is the permutation group "
-            "S5, which has no such basis (run with --no-fourier for the cosine probe alone)"
+            f"the Fourier analysis needs a modular task (tokens 0..p-1 of Z_p); task {cfg.task.name!r} has no such "
+            "basis (run with --no-fourier for the cosine probe alone)"
         )
 
 
@@ -189,7 +189,7 @@ class RunAnalysis:
 
 def run_title(cfg: DictConfig) -> str:
     m, t = cfg.model, cfg.task
-    task = t.op if t.op == "s5" else f"{t.op} p={t.p}"
+    task = t.name if t.get("p") is None else f"{t.op} p={t.p}"
     return f"{m.name} d_model={m.d_model}, {task}, wd={cfg.optim.wd:g}, seed={cfg.train.seed}"
 
 
@@ -204,9 +204,9 @@ def analyze_run(
     cfg = load_run_config(run_dir)
     if fourier:
         check_fourier_task(cfg)
-    data = make_dataset(cfg.task.op, cfg.task.p, cfg.task.train_frac, cfg.task.split_seed)
-    a, b, y, n = all_pairs(cfg.task.op, cfg.task.p)
-    x = torch.stack([a, b, torch.full_like(a, n)], dim=1)  # every pair, train and val: the probe covers the task
+    task = build_task(cfg.task)
+    x, y = task.samples()  # every pair, train and val: the probe covers the task
+    n = task.spec.n_outputs
     metric_rows = read_metrics(Path(run_dir) / "metrics.csv") if (Path(run_dir) / "metrics.csv").exists() else []
     checkpoints = list_checkpoints(run_dir)
     epochs = [e for e, _ in checkpoints]
@@ -217,7 +217,7 @@ def analyze_run(
 
     rows, spectra, matrix = [], [], None
     for epoch, path in checkpoints:
-        model = load_model(cfg, data, path)
+        model = load_model(cfg, task.spec, path)
         probe = probe_model(model, x, y, n)
         row = {"epoch": epoch, "within_cos": probe.within, "between_cos": probe.between}
         if fourier:

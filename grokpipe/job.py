@@ -1,7 +1,7 @@
 """What launch.py runs for each Hydra job: validate, train in the job's output dir, print the summary.
 
 In a sweep a failing cell is recorded (summary.json status `failed`) and the other cells go on;
-launch.py's exit status then says whether every cell succeeded.
+the sweep summary then ends the command with exit status 1 if any cell failed.
 """
 
 from __future__ import annotations
@@ -13,17 +13,12 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from grokpipe.errors import ConfigError
 from grokpipe.outputs import StorageError, write_summary
+from grokpipe.sweep import FAILED, PACKS, mark_failed, read_pack, sweep_group
 from grokpipe.validate import prepare
-
-
-def sweep_group(sweep_dir: str) -> str:
-    """W&B group shared by every cell of one sweep and by its summary run."""
-    path = Path(sweep_dir)
-    return f"sweep-{path.parent.name}_{path.name}"
 
 
 def main(cfg: DictConfig) -> float | None:
@@ -33,6 +28,15 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if in_sweep and cfg.get("pack") is not None:  # a packed sweep's job: the cells of pack k, as one model
         return run_pack(Path(hydra_cfg.sweep.dir), int(cfg.pack))
+    if cfg.logger.get("group") is None and in_sweep:
+        with open_dict(cfg):
+            cfg.logger.group = sweep_group(hydra_cfg.sweep.dir)
+    return run_one(cfg, run_dir, in_sweep)
+
+
+def run_one(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
+    """One run in `run_dir`. Alone, bad input or a full disk ends the process with one line (exit status 2 or 3);
+    in a sweep the cell records its failure and the sweep goes on. Returns the grok epoch."""
     try:
         prepare(cfg)
     except ConfigError as exc:
@@ -41,18 +45,10 @@ def main(cfg: DictConfig) -> float | None:
             _record_failure(run_dir, cfg, str(exc))
             return None
         sys.exit(2)
-    if cfg.logger.get("group") is None and in_sweep:
-        with open_dict(cfg):
-            cfg.logger.group = sweep_group(hydra_cfg.sweep.dir)
-    from grokpipe.train import choose_engine, run
+    from grokpipe.train import run
 
     try:
-        if choose_engine(cfg) == "packed":
-            from grokpipe.packed import train_packed
-
-            (summary,) = train_packed([cfg], [run_dir])
-        else:
-            summary = run(cfg, run_dir)
+        summary = run(cfg, run_dir)
     except (ConfigError, StorageError) as exc:  # expected faults: one line, nothing computed is lost
         message = exc.strerror if isinstance(exc, StorageError) else str(exc)
         print(f"error: {message}", file=sys.stderr)
@@ -73,17 +69,16 @@ def main(cfg: DictConfig) -> float | None:
 def run_pack(sweep_dir: Path, k: int) -> list:
     """Train pack k of a packed sweep (its cells' configs were written to their dirs by the sweeper).
     A pack that fails records the error in each of its unfinished cells. Returns the cells' grok epochs."""
-    from omegaconf import OmegaConf
+    from grokpipe.train import train
 
-    from grokpipe.packed import train_packed
-    from grokpipe.sweep_summary import PACKS, mark_failed
-
-    plan = next(p for p in json.loads((sweep_dir / PACKS).read_text()) if p["pack"] == k)
+    plan = read_pack(sweep_dir, k)
+    if plan is None:
+        raise FileNotFoundError(f"{sweep_dir / PACKS} holds no pack {k}")
     dirs = [Path(d) for d in plan["dirs"]]
     cfgs = [OmegaConf.load(d / ".hydra" / "config.yaml") for d in dirs]
     print(f"pack {k}: cells {', '.join(map(str, plan['cells']))}", flush=True)
     try:
-        summaries = train_packed(cfgs, dirs)
+        summaries = train(cfgs, dirs)
     except (ConfigError, StorageError) as exc:
         message = exc.strerror if isinstance(exc, StorageError) else str(exc)
         print(f"error: {message}", file=sys.stderr)
@@ -98,11 +93,14 @@ def run_pack(sweep_dir: Path, k: int) -> list:
 
 def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:
     """summary.json of a failed cell: the error and the cell's coordinates, so the sweep summary can place it."""
-    from grokpipe.train import ratio
+    from grokpipe.validate import task_size
 
-    summary = {"status": "failed", "error": error}
+    summary = {"status": FAILED, "error": error}
     try:
-        summary.update(ratio=ratio(cfg), wd=cfg.optim.wd, seed=cfg.train.seed, d_model=cfg.model.d_model, p=cfg.task.p)
+        ratio = cfg.model.d_model / task_size(cfg)
+        summary.update(
+            ratio=ratio, wd=cfg.optim.wd, seed=cfg.train.seed, d_model=cfg.model.d_model, p=cfg.task.get("p")
+        )
     except Exception:  # a config too broken to place: the error alone
         pass
     try:

@@ -25,7 +25,7 @@ from torch import nn
 
 from grokpipe.analysis import list_checkpoints, load_model, load_run_config, metrics_at, run_title
 from grokpipe.outputs import read_metrics
-from grokpipe.tasks import make_dataset
+from grokpipe.tasks import build_task
 
 MISSING_EXTRA = "the LLC needs the llc extra: pip install -e '.[llc]'"
 LLC_FIELDS = ("epoch", "llc_mean", "llc_std", "init_loss", "train_loss", "val_loss", "train_acc", "val_acc")
@@ -228,13 +228,14 @@ def estimate_run(
     """
     require_devinterp()
     cfg = load_run_config(run_dir)
-    data = make_dataset(cfg.task.op, cfg.task.p, cfg.task.train_frac, cfg.task.split_seed)
+    task = build_task(cfg.task)
+    data = task.split()
     checkpoints = list_checkpoints(run_dir)
-    models = {e: load_model(cfg, data, p).to(base.device) for e, p in checkpoints}
+    models = {e: load_model(cfg, task.spec, p).to(base.device) for e, p in checkpoints}
     nb0 = default_nbeta(min(base.batch_size, len(data.train_y)))
     nbetas = nbetas or [nb0 / 3, nb0, 3 * nb0]
     ends = {e: models[e] for e in (checkpoints[0][0], checkpoints[-1][0])}
-    cal = calibrate(ends, data.train_x, data.train_y, base, epsilons, nbetas, data.n_classes, tol)
+    cal = calibrate(ends, data.train_x, data.train_y, base, epsilons, nbetas, task.spec.n_outputs, tol)
     settings = SGLDSettings(**{**base.__dict__, "epsilon": cal.epsilon, "nbeta": cal.nbeta})
 
     metric_path = Path(run_dir) / "metrics.csv"

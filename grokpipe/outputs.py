@@ -1,6 +1,6 @@
 """A run's files: metrics.csv, summary.json and checkpoints. Their fields are the contract analysis reads.
 
-metrics.csv   one row per evaluation: METRIC_FIELDS
+metrics.csv   one row per evaluation: epoch, the enabled measures' columns, elapsed
 summary.json  status, grokked, grok_epoch, memorized_epoch, final accuracies, epochs_run, wall_seconds,
               ratio = d_model / p, and the key hyperparameters
 checkpoints/  last.pt (the latest), last.prev.pt (the one before, kept in case last.pt is damaged) and
@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm", "lr", "elapsed")
+# the columns of the default measures (conf/measures: loss, task_metrics, weight_norm, lr); a run's own columns
+# follow from its enabled measures (grokpipe.measures.columns)
+METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc", "weight_norm", "lr", "elapsed")
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -66,19 +68,21 @@ def check_storage(run_dir: Path, need_bytes: int) -> None:
 
 
 class MetricsLog:
-    """Appends evaluation rows to metrics.csv; on resume keeps only rows up to the checkpoint's epoch."""
+    """Appends evaluation rows to metrics.csv under `fields` (the enabled measures' columns).
 
-    def __init__(self, path: Path, resume_epoch: int = 0):
-        self.path = path
+    On resume it keeps only the rows up to the checkpoint's epoch; rows written before a column existed keep an
+    empty cell there (read back as None), so a run resumes with more measures than it started with."""
+
+    def __init__(self, path: Path, fields: tuple[str, ...], resume_epoch: int = 0):
+        self.path, self.fields = path, tuple(fields)
         self.rows = read_metrics(path) if resume_epoch and path.exists() else []
-        self.rows = [r for r in self.rows if r["epoch"] <= resume_epoch]
+        self.rows = [{k: r.get(k) for k in self.fields} for r in self.rows if r["epoch"] <= resume_epoch]
         atomic_write(path, lambda fh: fh.write(self._render(self.rows, header=True).encode()))
         self._fh = open(path, "a", newline="")
 
-    @staticmethod
-    def _render(rows: list[dict], header: bool) -> str:
-        lines = [",".join(METRIC_FIELDS)] if header else []
-        lines += [",".join(_fmt(r[k]) for k in METRIC_FIELDS) for r in rows]
+    def _render(self, rows: list[dict], header: bool) -> str:
+        lines = [",".join(self.fields)] if header else []
+        lines += [",".join(_fmt(r.get(k)) for k in self.fields) for r in rows]
         return "".join(line + "\n" for line in lines)
 
     def append(self, row: dict) -> None:
@@ -99,17 +103,20 @@ class MetricsLog:
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return ""
     return str(v) if isinstance(v, int) else f"{v:.6g}"
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """metrics.csv as a list of dicts (epoch int, the rest float). A torn last line is dropped."""
+    """metrics.csv as a list of dicts over its header's columns (epoch int, the rest float; an empty cell, a
+    measure not computed at that evaluation, is None). A torn last line is dropped."""
     rows = []
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
             try:
-                rows.append({k: int(r[k]) if k == "epoch" else float(r[k]) for k in METRIC_FIELDS})
-            except (TypeError, ValueError):
+                rows.append({k: int(v) if k == "epoch" else (None if v == "" else float(v)) for k, v in r.items()})
+            except (TypeError, ValueError):  # a short (torn) line gives None cells, a cut number a ValueError
                 break
     return rows
 

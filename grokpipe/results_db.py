@@ -21,7 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from grokpipe.outputs import METRIC_FIELDS, read_metrics
-from grokpipe.sweep_summary import SUCCESS
+from grokpipe.sweep import SUCCESS, sweep_group
 
 SCHEMA_VERSION = 1
 # dirs below a run dir or a sweep dir that never hold runs: skipped by the walk
@@ -204,11 +204,9 @@ def _load_yaml(path: Path) -> DictConfig | None:
 def experiment_name(cfg: DictConfig | None, sweep_dir: Path | None) -> str:
     """The W&B group: logger.group if set, else `sweep-<parent>_<name>` for a sweep, else `<op>-p<p>`."""
     if sweep_dir is not None:
-        from grokpipe.job import sweep_group
-
         master = _load_yaml(sweep_dir / "multirun.yaml")
         group = OmegaConf.select(master, "logger.group", default=None) if master is not None else None
-        return str(group) if group else sweep_group(str(sweep_dir))
+        return str(group) if group else sweep_group(sweep_dir)
     if cfg is None:
         return "unknown"
     group = OmegaConf.select(cfg, "logger.group", default=None)

@@ -2,21 +2,22 @@
 
 Written to the sweep dir: sweep_summary.csv (one row per ratio x wd), cells.csv (one row per cell,
 failed ones with their error), phase_diagram.png; a W&B run in the sweep's group holds both.
-The sweep dir's cells.json (written by the sweeper before launch) says which cells to expect.
+The sweep dir's cells.json (grokpipe.sweep, written by the sweeper before launch) says which cells to expect.
+The command exits 1 when any cell failed: the callback ends the process, as it is the last thing Hydra runs.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import statistics
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-PACKS = "packs.json"  # a packed sweep's plan: which cells each pack job trains
-SUCCESS = ("grokked", "completed", "diverged")  # a diverged run is a result: it did not grok
+from grokpipe.sweep import SUCCESS, exit_status, failed_cells, read_cells, sweep_group
+
 TABLE_FIELDS = ("ratio", "wd", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")
 CELL_FIELDS = (
     "num",
@@ -32,60 +33,6 @@ CELL_FIELDS = (
     "error",
     "dir",
 )
-
-_exit_status = 0
-
-
-def exit_status() -> int:
-    """0 when every cell of the last sweep succeeded (grokked or completed), 1 otherwise."""
-    return _exit_status
-
-
-class CellDied(RuntimeError):
-    """A cell's process ended without a result; its cause is in the cell's summary.json."""
-
-
-def mark_failed(sweep_dir: Path, num: int, error: str) -> None:
-    """A job whose process died without a word (killed, out of memory, node failure): record why in its cells.
-
-    In a packed sweep job `num` is pack `num`, and every cell of that pack not yet finished is marked."""
-    from grokpipe.outputs import write_summary
-
-    nums = [num]
-    if (sweep_dir / PACKS).exists():
-        pack = next((p for p in json.loads((sweep_dir / PACKS).read_text()) if p["pack"] == num), None)
-        nums = pack["cells"] if pack is not None else []
-    for entry in json.loads((sweep_dir / "cells.json").read_text()):
-        if entry["num"] not in nums:
-            continue
-        path = Path(entry["dir"]) / "summary.json"
-        known = json.loads(path.read_text()) if path.exists() else {}
-        if known.get("status") in SUCCESS:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_summary(path, {**known, "status": "failed", "error": error})
-
-
-def read_cells(sweep_dir: Path) -> list[dict]:
-    """One record per expected cell: its summary.json, or status `missing` if it never wrote one."""
-    manifest = sweep_dir / "cells.json"
-    if manifest.exists():
-        expected = json.loads(manifest.read_text())
-    else:  # a sweep dir from elsewhere: whatever cells are there
-        expected = [{"num": int(d.name), "dir": str(d)} for d in sweep_dir.iterdir() if d.name.isdigit()]
-    cells = []
-    for entry in sorted(expected, key=lambda e: e["num"]):
-        path = Path(entry["dir"]) / "summary.json"
-        record = {
-            "num": entry["num"],
-            "dir": entry["dir"],
-            "status": "missing",
-            "error": "no summary.json: the job never ran or was killed",
-        }
-        if path.exists():
-            record = {**record, "error": None, **json.loads(path.read_text())}
-        cells.append(record)
-    return cells
 
 
 def table(cells: list[dict]) -> list[dict]:
@@ -170,25 +117,26 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict],
     if (sweep_dir / "phase_diagram.png").exists():
         media["phase_diagram"] = wandb.Image(str(sweep_dir / "phase_diagram.png"))
     run.log({"epoch": 0, **media})
-    failed = [c for c in cells if c["status"] not in SUCCESS]
+    failed = failed_cells(cells)
     run.finish({"n_cells": len(cells), "n_failed": len(failed), "n_grokked": sum(r["grokked"] for r in rows)})
 
 
 class SweepSummary(Callback):
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from grokpipe.job import sweep_group
+    """Hydra's last word on a multirun: the summary files, the table, and the command's exit status.
 
-        global _exit_status
+    Ends the process with status 1 when any cell failed or none ran, since @hydra.main discards a sweep's results.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         cells, rows = summarize(sweep_dir)
-        failed = [c for c in cells if c["status"] not in SUCCESS]
+        failed = failed_cells(cells)
         print(f"\nsweep summary ({len(cells)} cells, {len(failed)} failed): {sweep_dir}")
         print(format_table(rows))
         for c in failed:
             print(f"  cell {c['num']} {c['status']}: {c.get('error')}  ({c['dir']})")
         if config.logger.name == "wandb":
-            log_to_wandb(config, sweep_dir, config.logger.get("group") or sweep_group(str(sweep_dir)), rows, cells)
-        _exit_status = 1 if failed or not cells else 0
+            log_to_wandb(config, sweep_dir, config.logger.get("group") or sweep_group(sweep_dir), rows, cells)
         if any(Path(c["dir"]).is_dir() for c in cells):
             from grokpipe.results_db import build_sweep_db
 
@@ -196,3 +144,5 @@ class SweepSummary(Callback):
                 print(f"results database: {build_sweep_db(sweep_dir)}")
             except Exception as exc:  # the database is derived from the files: never fail the sweep over it
                 print(f"warning: results database not built ({type(exc).__name__}: {exc})")
+        if status := exit_status(cells):
+            sys.exit(status)  # SystemExit passes Hydra's guard on callbacks, which swallows any Exception

@@ -1,310 +1,283 @@
-"""One grokking run: build everything from the config, train full batch, evaluate, detect grokking, write outputs."""
+"""The loop: one lifecycle for a single run and for a pack of runs of one shape.
+
+`train(cfgs, run_dirs)` builds each run's task, model and record, stacks the members (`grokpipe.stack`), and
+trains them with one optimiser over the stack; each evaluation computes the enabled measures, and the stopping
+rule (`grokpipe.stopping`) decides per member. A single run is a pack of one (`run(cfg, run_dir)`). Every member
+gets its own run dir: metrics.csv, summary.json, checkpoints, curves.png and W&B run (`grokpipe.run_record`).
+"""
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from grokpipe.device import pick_device
 from grokpipe.errors import ConfigError
-from grokpipe.grok import GrokDetector
+from grokpipe.losses import build_loss
+from grokpipe.measures import Evaluation, build_measures, columns
 from grokpipe.models import build_model
-from grokpipe.optim import Grokfast, build_optimizer, build_scheduler
-from grokpipe.outputs import (
-    MetricsLog,
-    StorageError,
-    check_storage,
-    load_latest,
-    rng_state,
-    save_checkpoint,
-    save_latest,
-    set_rng_state,
-    write_summary,
-)
+from grokpipe.optim import build_optimizer
+from grokpipe.outputs import StorageError, set_rng_state
+from grokpipe.packing import check_packable
 from grokpipe.progress_bar import ProgressBar
+from grokpipe.run_record import RunRecord, param_bytes, read_summary, shuffle_generator
 from grokpipe.signals import StopRequest
-from grokpipe.tasks import make_dataset
-from grokpipe.validate import prepare, task_size
-
-FINISHED = ("grokked", "completed", "diverged")
-
-
-def pick_device(name: str) -> torch.device:
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
-    }
-    if name != "auto":
-        if not available[name]:
-            raise ConfigError(f"train.device={name!r} is not available on this machine; use auto or cpu")
-        return torch.device(name)
-    if available["cuda"]:
-        return torch.device("cuda")
-    if available["mps"]:
-        return torch.device("mps")
-    return torch.device("cpu")
+from grokpipe.stack import GraphedStep, make_stack
+from grokpipe.stopping import StoppingRule
+from grokpipe.tasks import build_task
+from grokpipe.validate import check_memory
 
 
 def choose_engine(cfg: DictConfig) -> str:
-    """`loop` (run()) or `packed` (grokpipe.packed.train_packed as a pack of one: the graphed, no-sync GPU path).
-    auto = packed on CUDA when the run is full-batch AdamW, else loop."""
-    tc = cfg.train
-    if tc.engine != "auto":
-        return tc.engine
-    cuda = pick_device(tc.device).type == "cuda"
-    return "packed" if cuda and tc.batch_size is None and cfg.optim.name == "adamw" else "loop"
-
-
-def ratio(cfg: DictConfig) -> float:
-    """Model width relative to the task size: d_model / p (or / group order for S5)."""
-    return cfg.model.d_model / task_size(cfg)
-
-
-def identity(cfg: DictConfig) -> dict:
-    """What makes two configs the same run: a checkpoint of another identity is never resumed."""
-    keep = {k: cfg.train[k] for k in ("seed", "batch_size", "precision", "eval_every")}
-    return OmegaConf.to_container(
-        OmegaConf.create({"model": cfg.model, "task": cfg.task, "optim": cfg.optim, "train": keep}), resolve=True
-    )
-
-
-def run_name(cfg: DictConfig) -> str:
-    return f"{cfg.model.name}-d{cfg.model.d_model}-{cfg.task.op}{cfg.task.p}-wd{cfg.optim.wd:g}-s{cfg.train.seed}"
-
-
-def train_step(model, optimizer, scheduler, grokfast, x, y, autocast) -> None:
-    with autocast:
-        loss = F.cross_entropy(model(x), y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grokfast is not None:
-        grokfast()
-    optimizer.step()
-    scheduler.step()
-
-
-@torch.no_grad()
-def loss_and_acc(model, x, y, autocast) -> tuple[float, float]:
-    with autocast:
-        logits = model(x).float()
-    return F.cross_entropy(logits, y).item(), (logits.argmax(-1) == y).float().mean().item()
-
-
-@torch.no_grad()
-def weight_norm(model) -> float:
-    return torch.sqrt(sum((p.detach().float() ** 2).sum() for p in model.parameters())).item()
+    """How a single run's members are held: `loop` (the module itself) or `packed` (vmap over a pack of one, whose
+    full-batch step a CUDA graph can hold). auto = packed on CUDA, loop elsewhere. A pack of several is packed."""
+    if cfg.train.engine != "auto":
+        return cfg.train.engine
+    return "packed" if pick_device(cfg.train.device).type == "cuda" else "loop"
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train one config in `run_dir`, resuming from checkpoints/last.pt if one is there. Returns summary.json."""
-    prepare(cfg)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tc = cfg.train
+    """Train one config in `run_dir`, resuming from its checkpoints if any. Returns its summary.json."""
+    return train([cfg], [run_dir])[0]
+
+
+def train(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
+    """Train runs of one shape together; each gets its outputs in its run dir. Returns their summaries.
+
+    A run whose checkpoint says it finished is not trained again (its summary.json is returned)."""
+    if len(cfgs) != len(run_dirs):
+        raise ValueError(f"{len(cfgs)} configs but {len(run_dirs)} run dirs")
+    check_packable(cfgs)
+    tc = cfgs[0].train
     device = pick_device(tc.device)
-    torch.manual_seed(tc.seed)
+    check_memory(cfgs, device)
+    results: list[dict | None] = [None] * len(cfgs)
+    records, models, splits, ckpts, index = [], [], [], [], []
+    for n, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
+        task = build_task(cfg.task)
+        record = RunRecord(cfg, run_dir, task)
+        ckpt = record.load(device)
+        if RunRecord.finished(ckpt, cfg.train.max_epochs):
+            results[n] = read_summary(record.run_dir)
+            continue
+        torch.manual_seed(cfg.train.seed)  # equal seeds give equal initial weights, alone or packed
+        models.append(build_model(cfg.model, task.spec).to(device))
+        splits.append(task.split().to(device))
+        records.append(record)
+        ckpts.append(ckpt)
+        index.append(n)
+    if not records:
+        return results
+    start = _align(records, ckpts, device)
+    vmap = len(records) > 1 or choose_engine(cfgs[0]) == "packed"
+    loop = Loop(records, models, splits, ckpts, start, device, vmap)
+    for n, summary in zip(index, loop.run()):
+        results[n] = summary
+    return results
 
-    data = make_dataset(cfg.task.op, cfg.task.p, cfg.task.train_frac, cfg.task.split_seed).to(device)
-    model = build_model(cfg.model, data.vocab_size, data.n_classes).to(device)
-    optimizer = build_optimizer(cfg.optim, model)
-    scheduler = build_scheduler(cfg.optim, optimizer)
-    grokfast = (
-        Grokfast(model, cfg.optim.grokfast.alpha, cfg.optim.grokfast.lamb) if cfg.optim.grokfast.enabled else None
-    )
-    shuffle = torch.Generator().manual_seed(tc.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
 
-    ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.pt"
-    start_epoch, prior_seconds = 0, 0.0
-    state = load_latest(ckpt_dir, map_location=device)
-    if state is not None:
-        if state.get("config") != identity(cfg):
-            differ = sorted(k for k in identity(cfg) if (state.get("config") or {}).get(k) != identity(cfg)[k])
+def _align(records: list[RunRecord], ckpts: list, device) -> int:
+    """The epoch every member resumes from. A pack killed while writing its members' checkpoints leaves some a
+    checkpoint ahead; those go back to their checkpoint of the earliest member's epoch (last.prev.pt or a kept one,
+    or fresh at epoch 0), so the pack resumes together. Raises ConfigError if one has none."""
+    starts = [0 if c is None else c["epoch"] for c in ckpts]
+    start = min(starts)
+    for n, (rec, epoch) in enumerate(zip(records, starts)):
+        if epoch == start:
+            continue
+        ckpt = None if start == 0 else rec.load_at(start, device)
+        if ckpt is None and start != 0:
             raise ConfigError(
-                f"{run_dir} holds a run of another config (differs in: {', '.join(differ)}); "
-                "launch into a new dir or remove it"
+                f"cannot pack: {rec.run_dir} has no checkpoint of epoch {start}, where the rest of the pack "
+                f"resumes (it is at {epoch}); resume the runs one by one (launch the sweep without packing)"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if grokfast is not None:
-            grokfast.load_state_dict(state["grokfast"])
-        set_rng_state(state["rng"])
-        shuffle.set_state(state["shuffle"])
-        start_epoch, prior_seconds = state["epoch"], state["elapsed"]
-        if state["status"] in FINISHED and (state["status"] != "completed" or start_epoch >= tc.max_epochs):
-            return _read_summary(run_dir)
-        print(f"resuming {run_dir} from epoch {start_epoch}", flush=True)
+        print(f"{rec.run_dir}: back from epoch {epoch} to {start}, where the rest of the pack resumes", flush=True)
+        ckpts[n] = ckpt
+        rec.prior_seconds = 0.0 if ckpt is None else ckpt["elapsed"]
+    return start
 
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    n_checkpoints = 2 + (tc.max_epochs // tc.checkpoint_every if tc.checkpoint_every else 0)
-    check_storage(run_dir, need_bytes=4 * param_bytes * n_checkpoints + 100 * tc.max_epochs // tc.eval_every + 2**20)
-    metrics = MetricsLog(run_dir / "metrics.csv", resume_epoch=start_epoch)
-    detector = GrokDetector(tc.grok_threshold, tc.grok_window, tc.memorize_threshold)
-    for row in metrics.rows:  # detector state is derived from the rows already written
-        detector.update(row["epoch"], row["train_acc"], row["val_acc"])
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["ratio"] = ratio(cfg)
-    logger = None
-    if cfg.logger.name == "wandb":
-        from grokpipe.wandb_log import WandbRun
+class Loop:
+    """The members' training from `start` to the end: the step, the evaluations, the host copies, the stops."""
 
-        logger = WandbRun(resolved, run_dir, run_name(cfg))
+    def __init__(self, records, models, splits, ckpts, start: int, device, vmap: bool) -> None:
+        cfg, tc = records[0].cfg, records[0].cfg.train
+        self.records, self.start, self.device, self.tc = records, start, device, tc
+        self.task = records[0].task
+        self.stack = make_stack(models, vmap=vmap)
+        self.optimizer = build_optimizer(self.stack.flat, [r.cfg.optim for r in records])
+        self.loss = build_loss(cfg.loss)
+        self.measures = build_measures(cfg.measures, self.task)
+        self.fields = columns(self.measures)
+        self.n_params = self.stack.flat.shape[1]
+        self.shuffles = [shuffle_generator(r.cfg.train.seed) for r in records]
+        for i, ckpt in enumerate(ckpts):
+            if ckpt is not None:
+                self.stack.load_member(i, ckpt["model"])
+                self.optimizer.load_member(i, ckpt["optimizer"])
+                self.shuffles[i].set_state(ckpt["shuffle"])
+                if len(records) == 1:
+                    set_rng_state(ckpt["rng"])
+        self.rule = StoppingRule(self.task, tc.grok_window, [r.cfg.train.patience for r in records], device)
+        for i, rec in enumerate(records):
+            rec.open(start, self.fields, param_bytes(self.stack), concurrent=len(records) > 1)
+            self.rule.replay(i, rec.metrics.rows)  # the rule's state is derived from the rows already written
+        self.active = (self.rule.stop_epoch < 0).view(-1, 1).clone()
+        stack = lambda name: torch.stack([getattr(s, name) for s in splits])  # noqa: E731
+        self.x = {"train": stack("train_x"), "val": stack("val_x")}
+        self.y = {"train": stack("train_y"), "val": stack("val_y")}
+        graphed = device.type == "cuda" and vmap and tc.cuda_graph and self._full_batch()
+        # a CUDA graph needs autocast's cast cache off
+        self.autocast = torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16", cache_enabled=False if graphed else None
+        )
+        self.graphed_step = GraphedStep(self._full_step, self._full_body, enabled=graphed)
+        if start:
+            print(f"resuming {_who(records)} from epoch {start}", flush=True)
 
-    def state(epoch: int, status: str) -> dict:
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "grokfast": grokfast.state_dict() if grokfast is not None else None,
-            "rng": rng_state(),
-            "shuffle": shuffle.get_state(),
-            "epoch": epoch,
-            "elapsed": elapsed(),
-            "status": status,
-            "config": identity(cfg),
-        }
+    def _full_batch(self) -> bool:
+        return self.tc.batch_size is None or self.tc.batch_size >= self.y["train"].shape[1]
 
-    t0 = time.time()
-    elapsed = lambda: prior_seconds + time.time() - t0  # noqa: E731
-    progress = ProgressBar(tc.max_epochs, start_epoch, tc.print_every, run_name(cfg))
-    full_batch = tc.batch_size is None or tc.batch_size >= len(data.train_y)
-    with StopRequest() as stop:
-        status, epoch, saved_epoch = "running", start_epoch, start_epoch
+    # ---------------------------------------------------------------- the step: no logging, no I/O, no config
+    def _body(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with self.autocast:
+            losses = self.loss(self.stack.forward(x), y)
+        losses.float().sum().backward()  # members are independent: d(sum)/d(theta_m) = d(loss_m)/d(theta_m)
+        self.optimizer.step(self.stack.grad, self.active)
+
+    def _full_body(self) -> None:
+        self._body(self.x["train"], self.y["train"])
+
+    def _full_step(self) -> None:
+        self.stack.zero_grad()
+        self._full_body()
+
+    def epoch(self) -> None:
+        if self._full_batch():
+            self.graphed_step()
+            return
+        order = torch.stack([torch.randperm(self.y["train"].shape[1], generator=g) for g in self.shuffles])
+        order = order.to(self.device)
+        rows = torch.arange(order.shape[0], device=self.device).view(-1, 1)
+        for idx in order.split(self.tc.batch_size, dim=1):
+            self.stack.zero_grad()
+            self._body(self.x["train"][rows, idx], self.y["train"][rows, idx])
+
+    def due(self, k: int) -> set[str]:
+        """The columns of the measures due at evaluation number k (each measure has its own cadence)."""
+        return {c for m in self.measures if k % m.every == 0 for c in m.columns}
+
+    @torch.no_grad()
+    def evaluate(self, k: int) -> dict[str, torch.Tensor]:
+        """Evaluation number k: every due measure, column -> [M] (NaN where a measure is not due)."""
+        with self.autocast:
+            outputs = {s: self.stack.forward(x).float() for s, x in self.x.items()}
+        ev = Evaluation(outputs, self.y, self.task, self.loss, self.stack, self.optimizer)
+        nan = torch.full((self.stack.m,), float("nan"), device=self.device)
+        row = {}
+        for measure in self.measures:
+            due = k % measure.every == 0
+            values = measure(ev) if due else {}
+            row.update({c: values[c].double() if due else nan for c in measure.columns})
+        return row
+
+    # ---------------------------------------------------------------- the lifecycle around it
+    def run(self) -> list[dict]:
+        tc, records = self.tc, self.records
+        # a host copy every evaluation on the CPU (free); on a GPU every sync_every, so epochs stay queued
+        sync = tc.sync_every if self.device.type == "cuda" else 1
+        value_fields = self.fields[1:-1]
+        buf = torch.zeros(sync, self.stack.m, len(value_fields), dtype=torch.float64, device=self.device)
+        pending: list[tuple[int, float]] = []
+        bar = ProgressBar(tc.max_epochs, self.start, tc.print_every, records[0].name) if len(records) == 1 else None
+        t0, epoch, n_evals = time.time(), self.start, self.start // tc.eval_every
+        elapsed = lambda rec: rec.prior_seconds + time.time() - t0  # noqa: E731
         try:
-            for epoch in range(start_epoch + 1, tc.max_epochs + 1):
-                model.train()
-                if full_batch:
-                    train_step(model, optimizer, scheduler, grokfast, data.train_x, data.train_y, autocast)
-                else:
-                    order = torch.randperm(len(data.train_y), generator=shuffle).to(device)
-                    for idx in order.split(tc.batch_size):
-                        train_step(
-                            model, optimizer, scheduler, grokfast, data.train_x[idx], data.train_y[idx], autocast
-                        )
-
-                if epoch % tc.eval_every == 0:
-                    model.eval()
-                    train_loss, train_acc = loss_and_acc(model, data.train_x, data.train_y, autocast)
-                    val_loss, val_acc = loss_and_acc(model, data.val_x, data.val_y, autocast)
-                    row = {
-                        "epoch": epoch,
-                        "train_loss": train_loss,
-                        "train_acc": train_acc,
-                        "val_loss": val_loss,
-                        "val_acc": val_acc,
-                        "weight_norm": weight_norm(model),
-                        "lr": scheduler.get_last_lr()[0],
-                        "elapsed": elapsed(),
-                    }
-                    metrics.append(row)
-                    if logger is not None:
-                        logger.log(row)
-                    progress.update(row)
-                    if not math.isfinite(train_loss):
-                        status = "diverged"
+            with StopRequest() as stop:
+                for epoch in range(self.start + 1, tc.max_epochs + 1):
+                    self.epoch()
+                    if epoch % tc.eval_every == 0:
+                        n_evals += 1
+                        row = self.evaluate(n_evals)
+                        buf[len(pending)] = torch.stack([row[c] for c in value_fields], dim=1)
+                        pending.append((epoch, time.time(), self.due(n_evals)))
+                        self.active.copy_(self.rule.update(epoch, row).view(-1, 1))
+                    periodic = any(k and epoch % k == 0 for k in (tc.latest_every, tc.checkpoint_every))
+                    if len(pending) == sync or periodic or epoch == tc.max_epochs or stop.requested:
+                        self._host_copy(pending, buf, epoch, t0, bar)
+                        pending.clear()
+                    if not any(r.status == "running" for r in records) or stop.requested:
                         break
-                    detector.update(epoch, train_acc, val_acc)
-                    if detector.grokked and tc.patience is not None and epoch >= detector.grok_epoch + tc.patience:
-                        break
-                if tc.checkpoint_every and epoch % tc.checkpoint_every == 0:
-                    save_checkpoint(ckpt_dir / f"epoch_{epoch:07d}.pt", state(epoch, status))
-                if tc.latest_every and epoch % tc.latest_every == 0:
-                    save_latest(last, state(epoch, status))
-                    saved_epoch = epoch
+                if bar is not None:
+                    bar.close()
+                for i, rec in enumerate(records):
+                    if rec.status == "running":
+                        interrupted = stop.requested
+                        grokked = self.rule.outcome(i)["grok_epoch"] is not None
+                        rec.status = "interrupted" if interrupted else ("grokked" if grokked else "completed")
+                        self._finish(i, epoch, elapsed(rec))
                 if stop.requested:
-                    status = "interrupted"
+                    single = len(records) == 1
+                    saved = "checkpoint saved" if single else "checkpoints saved"
+                    where = f"launching on {records[0].run_dir}" if single else "packing the same runs again"
+                    print(f"interrupted at epoch {epoch}: {saved}, resume by {where}", flush=True)
+                    stop.hand_over()
+        except StorageError as exc:
+            for rec in records:
+                rec.abandon()
+            saved = min(r.saved_epoch for r in records)
+            raise StorageError(
+                exc.errno,
+                f"{exc.strerror}; run stopped at epoch {epoch}, last good checkpoint: "
+                f"checkpoints/last.pt (epoch {saved})",
+            ) from exc
+        except BaseException:
+            for rec in records:
+                rec.abandon()
+            raise
+        return [r.summary for r in records]
+
+    def _host_copy(self, pending, buf, epoch: int, t0: float, bar) -> None:
+        """The one host copy per window: write each running member's rows, finish the members that stopped,
+        then write the periodic checkpoints of the others."""
+        tc = self.tc
+        host = buf[: len(pending)].tolist() if pending else []
+        stops = self.rule.stop_epoch.tolist()
+        for i, rec in enumerate(self.records):
+            if rec.status != "running":
+                continue
+            for (ev_epoch, stamp, due), values in zip(pending, host):
+                if 0 <= stops[i] < ev_epoch:
                     break
-        except StorageError as exc:
-            raise stopped(exc, epoch, saved_epoch) from exc
-        finally:
-            progress.close()
-            metrics.close()
+                row = {"epoch": ev_epoch}
+                row.update({c: (v if c in due else None) for c, v in zip(self.fields[1:-1], values[i])})
+                row["elapsed"] = rec.prior_seconds + stamp - t0
+                rec.record(row)
+                if bar is not None:
+                    bar.update(row)
+            if stops[i] >= 0:
+                rec.status = "diverged" if self.rule.outcome(i)["diverged"] else "grokked"
+                self._finish(i, stops[i], rec.prior_seconds + time.time() - t0)
+                continue
+            for kind, every in (("kept", tc.checkpoint_every), ("last", tc.latest_every)):
+                if every and epoch % every == 0:
+                    self._checkpoint(i, kind, epoch, rec.prior_seconds + time.time() - t0)
+        if len(self.records) > 1 and tc.print_every and epoch // tc.print_every != (epoch - 1) // tc.print_every:
+            running = sum(r.status == "running" for r in self.records)
+            print(f"pack of {len(self.records)} epoch {epoch}/{tc.max_epochs}: {running} running", flush=True)
 
-        if status == "running":
-            status = "grokked" if detector.grokked else "completed"
-        summary = summarize(cfg, detector, metrics.rows, status, epoch, elapsed(), model, device, run_dir)
-        try:  # summary first: a finished checkpoint without its summary would never be trained again
-            write_summary(run_dir / "summary.json", summary)
-            save_latest(last, state(epoch, status))
-        except StorageError as exc:
-            raise stopped(exc, epoch, saved_epoch) from exc
-        if tc.plot and metrics.rows:
-            from grokpipe.run_figures import plot_curves
+    def _checkpoint(self, i: int, kind: str, epoch: int, elapsed: float) -> None:
+        rec = self.records[i]
+        model, optim = self.stack.member_state(i), self.optimizer.member_state(i)
+        rec.checkpoint(kind, epoch, model, optim, self.shuffles[i].get_state(), elapsed)
 
-            plot_curves(
-                metrics.rows, run_dir / "curves.png", run_name(cfg), detector.grok_epoch, detector.memorized_epoch
-            )
-        if logger is not None:
-            logger.finish(summary, exit_code=int(status == "interrupted"))
-        if status == "interrupted":
-            print(f"interrupted at epoch {epoch}: checkpoint saved, resume by launching on {run_dir}", flush=True)
-            stop.hand_over()
-        return summary
-
-
-def summarize(
-    cfg: DictConfig,
-    detector: GrokDetector,
-    rows: list[dict],
-    status: str,
-    epoch: int,
-    wall_seconds: float,
-    model,
-    device: torch.device,
-    run_dir: Path,
-) -> dict:
-    """summary.json: the outcome, the final metrics and the key hyperparameters (the contract analysis reads)."""
-    final = rows[-1] if rows else {}
-    tc = cfg.train
-    return {
-        "status": status,
-        "grokked": detector.grokked,
-        "grok_epoch": detector.grok_epoch,
-        "memorized_epoch": detector.memorized_epoch,
-        "final_train_acc": final.get("train_acc"),
-        "final_val_acc": final.get("val_acc"),
-        "final_train_loss": final.get("train_loss"),
-        "final_val_loss": final.get("val_loss"),
-        "epochs_run": epoch,
-        "wall_seconds": round(wall_seconds, 3),
-        "ratio": ratio(cfg),
-        "model": cfg.model.name,
-        "d_model": cfg.model.d_model,
-        "op": cfg.task.op,
-        "p": cfg.task.p,
-        "train_frac": cfg.task.train_frac,
-        "split_seed": cfg.task.split_seed,
-        "optimizer": cfg.optim.name,
-        "lr": cfg.optim.lr,
-        "wd": cfg.optim.wd,
-        "grokfast": bool(cfg.optim.grokfast.enabled),
-        "seed": tc.seed,
-        "precision": tc.precision,
-        "max_epochs": tc.max_epochs,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "device": str(device),
-        "run_dir": str(run_dir),
-    }
+    def _finish(self, i: int, epoch: int, elapsed: float) -> None:
+        save_last = lambda: self._checkpoint(i, "last", epoch, elapsed)  # noqa: E731
+        self.records[i].finish(self.rule.outcome(i), epoch, elapsed, self.n_params, self.device, save_last)
 
 
-def stopped(exc: StorageError, epoch: int, saved_epoch: int) -> StorageError:
-    """The storage error, saying where the run stopped and which checkpoint is intact."""
-    return StorageError(
-        exc.errno,
-        f"{exc.strerror}; run stopped at epoch {epoch}, last good checkpoint: "
-        f"checkpoints/last.pt (epoch {saved_epoch})",
-    )
-
-
-def _read_summary(run_dir: Path) -> dict:
-    import json
-
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {"status": "unknown", "run_dir": str(run_dir)}
+def _who(records: list[RunRecord]) -> str:
+    return str(records[0].run_dir) if len(records) == 1 else f"a pack of {len(records)}"

@@ -1,46 +1,206 @@
-"""Every check on a composed config, run before anything heavy. An error names the key, the value, what is allowed."""
+"""Every check on a composed config, run before anything heavy. An error names the key, the value, what is allowed.
+
+Each group's keys are checked against the schema of the part its `_target_` names (grokpipe.schema); `train` and
+`logger` have theirs here. Then the checks across keys, then the estimate of the memory the run needs.
+"""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from grokpipe.errors import ConfigError
-from grokpipe.tasks import OPS
+from grokpipe.schema import Anything, Bool, Choice, Float, Int, Nullable, Str, check_node
+from grokpipe.wandb_log import SECRET_KEY
 
-MODELS = ("transformer", "nanda", "mlp", "tied_mlp")
-OPTIMIZERS = ("adamw", "adam", "sgd")
-ENGINES = ("auto", "loop", "packed")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-LOGGERS = ("wandb", "none")
+PARTS = ("task", "model", "loss", "optim")
+TRAIN_SCHEMA = {
+    "max_epochs": Int(1, 10**9),
+    "batch_size": Nullable(Int(1, 2**40)),
+    "eval_every": Int(1, 10**9),
+    "grok_window": Int(1, 10**6),
+    "patience": Nullable(Int(0, 10**9)),
+    "seed": Int(0, 2**63 - 1),
+    "device": Choice(("auto", "cpu", "cuda", "mps")),
+    "precision": Choice(("fp32", "bf16")),
+    "engine": Choice(("auto", "loop", "packed")),
+    "sync_every": Int(1, 10**6),
+    "cuda_graph": Bool(),
+    "latest_every": Int(0, 10**9),
+    "checkpoint_every": Int(0, 10**9),
+    "print_every": Int(0, 10**9),
+    "plot": Bool(),
+}
+LOGGER_SCHEMAS = {
+    "none": {"name": Choice(("none",)), "group": Nullable(Str())},  # the group names the sweep in the results db
+    "wandb": {
+        "name": Choice(("wandb",)),
+        "project": Str(),
+        "entity": Nullable(Str()),
+        "mode": Choice(("auto", "online", "offline")),
+        "init_timeout": Float(0, 3600, lo_open=True),
+        "group": Nullable(Str()),
+        "job_type": Nullable(Str()),
+        "tags": Anything(),
+    },
+}
+REQUIRED_MEASURES = {"loss": "train_loss (divergence)", "task_metrics": "the task's criterion"}
 
 
-def is_prime(n: int) -> bool:
-    return n >= 2 and all(n % k for k in range(2, int(n**0.5) + 1))
+def _plain(cfg: DictConfig, group: str) -> dict:
+    try:
+        node = OmegaConf.to_container(cfg[group], resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{group} is not allowed: {str(exc).splitlines()[0]}") from None
+    if not isinstance(node, dict):
+        raise ConfigError(f"{group}={node!r} is not allowed: must be a config group (see conf/{group}/)")
+    return node
 
 
-def _require(ok: bool, key: str, value, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+def part_class(cfg: DictConfig, group: str) -> type:
+    """The class a group's `_target_` names (ConfigError when there is none)."""
+    from hydra.utils import get_class
+
+    target = cfg[group].get("_target_") if group in cfg else None
+    if not isinstance(target, str):
+        raise ConfigError(f"{group}._target_={target!r} is not allowed: must name a class (see conf/{group}/)")
+    try:
+        return get_class(target)
+    except Exception:  # noqa: BLE001 - Hydra wraps import errors of every kind
+        raise ConfigError(f"{group}._target_={target!r} is not allowed: no such class (see conf/{group}/)") from None
 
 
-def _number(cfg: DictConfig, key: str):
-    value = cfg
-    for part in key.split("."):
-        value = value[part]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}={value!r} is not allowed: must be a number")
-    return value
+def task_size(cfg: DictConfig) -> int:
+    """The task's size the width ratio is taken against: p, or the group order for S5."""
+    return part_class(cfg, "task").size_of(cfg.task)
 
 
-def _int(cfg: DictConfig, key: str) -> int:
-    value = _number(cfg, key)
-    _require(isinstance(value, int), key, value, "must be an integer")
-    return value
+def apply_ratio(cfg: DictConfig) -> None:
+    """With `model.ratio` set, d_model = ratio * task size rounded to a multiple of the head count (at least one)."""
+    if cfg.model.get("ratio") is None:
+        return
+    Float(0, 1e6, lo_open=True).check("model.ratio", cfg.model.ratio)
+    heads = cfg.model.get("n_heads", 1)
+    Int(1, 1024).check("model.n_heads", heads)
+    with open_dict(cfg):
+        cfg.model.d_model = max(heads, round(cfg.model.ratio * task_size(cfg) / heads) * heads)
+
+
+def prepare(cfg: DictConfig) -> None:
+    """Check every key, derive what the config implies (d_model from model.ratio) and check across keys; raises
+    ConfigError with one line. Nothing here depends on the machine (a sweep is checked where it is launched, and
+    trained elsewhere): the device and its memory are checked where the run trains (`check_memory`)."""
+    for key in _secret_keys(cfg):
+        raise ConfigError(
+            f"{key} is not allowed: secrets come from the environment (e.g. WANDB_API_KEY), never from the config"
+        )
+    classes = {}
+    for group in PARTS:
+        if group not in cfg:
+            raise ConfigError(f"{group} is missing: choose one of conf/{group}/")
+        classes[group] = part_class(cfg, group)
+        node = _plain(cfg, group)
+        if group == "model" and node.get("ratio") is not None:
+            node = {**node, "d_model": 1}  # derived below from the ratio
+        check_node(node, classes[group].SCHEMA, group)
+    check_node(_plain(cfg, "train"), TRAIN_SCHEMA, "train")
+    logger = _plain(cfg, "logger")
+    name = logger.get("name")
+    if name not in LOGGER_SCHEMAS:
+        raise ConfigError(f"logger.name={name!r} is not allowed: one of {', '.join(LOGGER_SCHEMAS)}")
+    check_node(logger, LOGGER_SCHEMAS[name], "logger")
+    measures = _plain(cfg, "measures")
+    for key, node in measures.items():
+        if not isinstance(node, dict):
+            raise ConfigError(f"measures.{key}={node!r} is not allowed: must be a measure (see conf/measures/)")
+        check_node(node, part_class(cfg.measures, key).SCHEMA, f"measures.{key}")
+    for key, reads in REQUIRED_MEASURES.items():
+        if key not in measures or measures[key]["every"] != 1:
+            raise ConfigError(f"measures.{key} is missing or not every evaluation: the stopping rule reads {reads}")
+
+    classes["task"].check(cfg.task)
+    apply_ratio(cfg)
+    m = cfg.model
+    if "n_heads" in m and m.d_model % m.n_heads:
+        raise ConfigError(f"model.d_model={m.d_model!r} is not allowed: must be divisible by model.n_heads={m.n_heads}")
+    if classes["loss"].output != classes["task"].output:
+        raise ConfigError(
+            f"loss={cfg.loss.name!r} is not allowed: it fits {classes['loss'].output} targets, "
+            f"task {cfg.task.name!r} has {classes['task'].output} targets"
+        )
+
+
+def check_memory(cfgs: list[DictConfig], device) -> None:
+    """Refuse runs whose data, parameters, optimiser state and full-batch activations cannot fit the device
+    they are about to train on together (a pack of M needs M times one run)."""
+    from grokpipe.device import available_bytes
+
+    cfg = cfgs[0]
+    classes = {group: part_class(cfg, group) for group in PARTS}
+    need = {k: v * len(cfgs) for k, v in estimate_bytes(cfg, classes).items()}
+    have = available_bytes(device)
+    if need["total"] > have:
+        parts = ", ".join(f"{k} {_size(v)}" for k, v in need.items() if k != "total")
+        raise ConfigError(
+            f"task.p/model.d_model/train.batch_size: this run needs about {_size(need['total'])} ({parts}); "
+            f"{device.type} has {_size(have)} available"
+        )
+
+
+def estimate_bytes(cfg: DictConfig, classes: dict) -> dict:
+    """Bytes the run needs: data, parameters with gradients and optimiser state, activations of one batch."""
+    import torch
+
+    from grokpipe.models import build_model
+    from grokpipe.tasks import build_task
+
+    n = classes["task"].n_samples_of(cfg.task)
+    data = 2 * n * 4 * 8  # inputs and targets as int64, with the train/val copies
+    if data > 2**50:  # no model is built for a task this size
+        return {"data": data, "total": data}
+    spec = build_task(cfg.task).spec
+    with torch.device("meta"):
+        model = build_model(cfg.model, spec)
+        n_params = sum(p.numel() for p in model.parameters())
+        per_sample = _activations_per_sample(model, spec)
+    copies = 2 + len(classes["optim"].state_names) + int(bool(cfg.optim.grokfast.enabled))
+    params = n_params * 4 * copies
+    n_train = round(cfg.task.train_frac * n)
+    batch = max(n_train, n - n_train) if cfg.train.batch_size is None else min(cfg.train.batch_size, n)
+    activations = 2 * per_sample * batch * 4  # saved for backward, and their gradients
+    return {"data": data, "parameters": params, "activations": activations, "total": data + params + activations}
+
+
+def _activations_per_sample(model, spec) -> int:
+    """Elements every module outputs for one sample (a forward on the meta device: nothing is allocated)."""
+    import torch
+
+    total = 0
+
+    def hook(_module, _inputs, out):
+        nonlocal total
+        for t in out if isinstance(out, tuple) else (out,):
+            if isinstance(t, torch.Tensor):
+                total += t.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        model(torch.zeros(1, spec.seq_len, dtype=torch.long))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
 
 
 def _secret_keys(node, prefix: str = ""):
-    from grokpipe.wandb_log import SECRET_KEY
-
     for key, value in node.items_ex(resolve=False):
         path = f"{prefix}{key}"
         if path == "hydra":  # Hydra's own settings, not the run's
@@ -49,91 +209,3 @@ def _secret_keys(node, prefix: str = ""):
             yield path
         if isinstance(value, DictConfig):
             yield from _secret_keys(value, path + ".")
-
-
-def task_size(cfg: DictConfig) -> int:
-    """Number of classes: p for the modular ops, 120 for S5."""
-    return 120 if cfg.task.op == "s5" else cfg.task.p
-
-
-def apply_ratio(cfg: DictConfig) -> None:
-    """With `model.ratio` set, d_model = ratio * p rounded to a multiple of the head count (at least one)."""
-    if cfg.model.get("ratio") is None:
-        return
-    r = _number(cfg, "model.ratio")
-    _require(r > 0, "model.ratio", r, "must be > 0 (or null to use model.d_model)")
-    if cfg.task.op != "s5":
-        _int(cfg, "task.p")
-    step = _int(cfg, "model.n_heads") if "n_heads" in cfg.model else 1
-    _require(step > 0, "model.n_heads", step, "must be a positive integer")
-    with open_dict(cfg):
-        cfg.model.d_model = max(step, round(r * task_size(cfg) / step) * step)
-
-
-def prepare(cfg: DictConfig) -> None:
-    """Derive what the config implies (d_model from model.ratio), then validate; raises ConfigError."""
-    apply_ratio(cfg)
-    validate(cfg)
-
-
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first value that cannot make a run."""
-    for key in _secret_keys(cfg):
-        raise ConfigError(
-            f"{key} is not allowed: secrets come from the environment (e.g. WANDB_API_KEY), never from the config"
-        )
-    t, m, o, tr = cfg.task, cfg.model, cfg.optim, cfg.train
-    _require(t.op in OPS, "task.op", t.op, f"one of {', '.join(OPS)}")
-    if t.op != "s5":
-        p = _int(cfg, "task.p")
-        _require(is_prime(p), "task.p", p, "must be a prime (e.g. 23, 47, 59, 97, 113)")
-    frac = _number(cfg, "task.train_frac")
-    _require(0 < frac < 1, "task.train_frac", frac, "must lie strictly between 0 and 1")
-    n_pairs = 120 * 120 if t.op == "s5" else t.p * (t.p - 1 if t.op == "div" else t.p)
-    _require(
-        1 <= round(frac * n_pairs) < n_pairs,
-        "task.train_frac",
-        frac,
-        f"must leave at least one pair in train and in val ({n_pairs} pairs at p={t.p})",
-    )
-    _int(cfg, "task.split_seed")
-
-    _require(m.name in MODELS, "model.name", m.name, f"one of {', '.join(MODELS)}")
-    d = _int(cfg, "model.d_model")
-    _require(d > 0, "model.d_model", d, "must be a positive integer")
-    if "n_heads" in m:
-        heads = _int(cfg, "model.n_heads")
-        _require(heads > 0, "model.n_heads", heads, "must be a positive integer")
-        _require(d % heads == 0, "model.d_model", d, f"must be divisible by model.n_heads={heads}")
-        layers = _int(cfg, "model.n_layers")
-        _require(layers > 0, "model.n_layers", layers, "must be a positive integer")
-    if "hidden" in m:
-        _require(_int(cfg, "model.hidden") > 0, "model.hidden", m.hidden, "must be a positive integer")
-
-    _require(o.name in OPTIMIZERS, "optim.name", o.name, f"one of {', '.join(OPTIMIZERS)}")
-    lr = _number(cfg, "optim.lr")
-    _require(lr > 0, "optim.lr", lr, "must be > 0")
-    wd = _number(cfg, "optim.wd")
-    _require(wd >= 0, "optim.wd", wd, "must be >= 0")
-    _require(_int(cfg, "optim.warmup_steps") >= 0, "optim.warmup_steps", o.warmup_steps, "must be >= 0")
-    if o.grokfast.enabled:
-        alpha = _number(cfg, "optim.grokfast.alpha")
-        _require(0 <= alpha < 1, "optim.grokfast.alpha", alpha, "must lie in [0, 1)")
-
-    epochs = _int(cfg, "train.max_epochs")
-    _require(epochs > 0, "train.max_epochs", epochs, "must be a positive integer")
-    ev = _int(cfg, "train.eval_every")
-    _require(ev > 0, "train.eval_every", ev, "must be a positive integer")
-    if tr.batch_size is not None:
-        _require(_int(cfg, "train.batch_size") > 0, "train.batch_size", tr.batch_size, "a positive integer or null")
-    if tr.patience is not None:
-        _require(_int(cfg, "train.patience") >= 0, "train.patience", tr.patience, "an integer >= 0 or null")
-    for key in ("latest_every", "checkpoint_every", "print_every"):
-        _require(_int(cfg, f"train.{key}") >= 0, f"train.{key}", tr[key], "must be an integer >= 0")
-    _require(tr.precision in ("fp32", "bf16"), "train.precision", tr.precision, "one of fp32, bf16")
-    _require(tr.engine in ENGINES, "train.engine", tr.engine, f"one of {', '.join(ENGINES)}")
-    sync = _int(cfg, "train.sync_every")
-    _require(sync > 0, "train.sync_every", sync, "must be a positive integer")
-    _require(isinstance(tr.cuda_graph, bool), "train.cuda_graph", tr.cuda_graph, "must be true or false")
-    _require(tr.device in DEVICES, "train.device", tr.device, f"one of {', '.join(DEVICES)}")
-    _require(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, f"one of {', '.join(LOGGERS)}")

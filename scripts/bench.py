@@ -7,12 +7,12 @@
 Rows, per device and d_model (all on seed 003's GrokTransformer, full batch, eval every 10 epochs):
   reference  the plain loop seed 003 describes: forward, loss, zero_grad, backward, step; eval with .item()
   single     grokpipe.train.run() itself (logger=none, plot=false, patience=null) in a temp dir
-  packed     grokpipe.packed.train_packed() over N members (seeds x weight decays); counts member-epochs
+  packed     grokpipe.train.train() of a pack of N members (seeds x weight decays); counts member-epochs
   bf16       run() with train.precision=bf16
   step_floor the bare training step of one model and nothing else (no evaluation, metrics or files), as
-             grokpipe.packed.GraphedStep runs it: on CUDA one CUDA-graph replay per epoch. A launch-bound
+             grokpipe.stack.GraphedStep runs it: on CUDA one CUDA-graph replay per epoch. A launch-bound
              run cannot go faster; single / step_floor is the overhead of everything run() adds
-  packed_gpu (CUDA only) train_packed() with --gpu-members members (64)
+  packed_gpu (CUDA only) train() of a pack of --gpu-members members (64)
   sweep_*    (--procs) run() in fresh processes: one alone with the default threads, one alone with one
              thread, and two one-thread processes side by side (their summed run-epochs per second)
 Timings are medians over --repeats rounds; within a round the rows run one after another, so their ratios
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from grokpipe.models import build_model  # noqa: E402
-from grokpipe.tasks import make_dataset  # noqa: E402
+from grokpipe.tasks import build_task  # noqa: E402
 
 EVAL_EVERY = 10
 
@@ -94,8 +94,9 @@ def flops_per_epoch(p: int, d_model: int, device: str) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     cfg = compose(run_overrides(p, d_model, 1, device))
-    data = make_dataset(cfg.task.op, p, cfg.task.train_frac, cfg.task.split_seed).to(device)
-    model = build_model(cfg.model, data.vocab_size, data.n_classes).to(device)
+    task = build_task(cfg.task)
+    data = task.split().to(device)
+    model = build_model(cfg.model, task.spec).to(device)
     with FlopCounterMode(display=False) as step:
         F.cross_entropy(model(data.train_x), data.train_y).backward()
     # counted in train mode: eval mode's fused encoder kernel is invisible to the counter, the math is the same
@@ -107,9 +108,10 @@ def flops_per_epoch(p: int, d_model: int, device: str) -> int:
 def reference(p: int, d_model: int, epochs: int, device: str) -> float:
     """Seed 003's loop written the plain way; returns seconds for `epochs` epochs."""
     cfg = compose(run_overrides(p, d_model, epochs, device))
-    data = make_dataset("add", p, 0.5, 0).to(device)
+    task = build_task(cfg.task)
+    data = task.split().to(device)
     torch.manual_seed(0)
-    model = build_model(cfg.model, data.vocab_size, data.n_classes).to(device)
+    model = build_model(cfg.model, task.spec).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
     sync(device)
     t = time.perf_counter()
@@ -144,8 +146,8 @@ def single(p: int, d_model: int, epochs: int, device: str, extra: tuple = ()) ->
 
 
 def packed(p: int, d_model: int, epochs: int, device: str, members: int) -> float:
-    """grokpipe.packed.train_packed() over `members` seeds x weight decays; returns seconds."""
-    from grokpipe.packed import train_packed
+    """grokpipe.train.train() of a pack of `members` seeds x weight decays; returns seconds."""
+    from grokpipe.train import train
 
     wds = (1.0, 0.3, 0.1, 3.0)
     cfgs = [
@@ -155,28 +157,41 @@ def packed(p: int, d_model: int, epochs: int, device: str, members: int) -> floa
     with tempfile.TemporaryDirectory() as tmp:
         sync(device)
         t = time.perf_counter()
-        train_packed(cfgs, [Path(tmp) / str(i) for i in range(members)])
+        train(cfgs, [Path(tmp) / str(i) for i in range(members)])
         sync(device)
         return time.perf_counter() - t
 
 
 def step_floor(p: int, d_model: int, epochs: int, device: str) -> float:
-    """Seconds for `epochs` bare training steps of one model (packed state of one, graphed on CUDA)."""
-    from grokpipe.packed import GraphedStep, PackedState
+    """Seconds for `epochs` bare training steps of one model (the module on a CPU, a graphed pack of one on CUDA)."""
+    from grokpipe.losses import build_loss
+    from grokpipe.optim import build_optimizer
+    from grokpipe.stack import GraphedStep, make_stack
 
     cfg = compose(run_overrides(p, d_model, epochs, device))
-    data = make_dataset(cfg.task.op, p, cfg.task.train_frac, cfg.task.split_seed).to(device)
+    task = build_task(cfg.task)
+    data = task.split().to(device)
     torch.manual_seed(0)
-    model = build_model(cfg.model, data.vocab_size, data.n_classes).to(device)
-    o = cfg.optim
-    state = PackedState([model], [o.lr], [o.wd], [o.warmup_steps], tuple(o.betas), 1e-8, None)
-    step = GraphedStep(state, data.train_x[None], data.train_y[None], torch.autocast(device, enabled=False))
+    stack = make_stack([build_model(cfg.model, task.spec).to(device)], vmap=device == "cuda")
+    optimizer, loss = build_optimizer(stack.flat, [cfg.optim]), build_loss(cfg.loss)
+    active = torch.ones(1, 1, dtype=torch.bool, device=device)
+    x, y = data.train_x[None], data.train_y[None]
+
+    def body() -> None:
+        loss(stack.forward(x), y).sum().backward()
+        optimizer.step(stack.grad, active)
+
+    def step() -> None:
+        stack.zero_grad()
+        body()
+
+    graphed = GraphedStep(step, body, enabled=device == "cuda")
     for _ in range(5):  # side-stream warm-up and capture on CUDA
-        step()
+        graphed()
     sync(device)
     t = time.perf_counter()
     for _ in range(epochs):
-        step()
+        graphed()
     sync(device)
     return time.perf_counter() - t
 

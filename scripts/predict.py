@@ -55,7 +55,7 @@ def predict(run_dir: Path, a_text: str, b_text: str) -> str:
     from grokpipe.errors import ConfigError
     from grokpipe.models import build_model
     from grokpipe.outputs import load_checkpoint
-    from grokpipe.tasks import all_pairs, make_dataset
+    from grokpipe.tasks import build_task
     from grokpipe.validate import apply_ratio, task_size
 
     cfg = OmegaConf.load(config)
@@ -63,7 +63,7 @@ def predict(run_dir: Path, a_text: str, b_text: str) -> str:
         apply_ratio(cfg)  # d_model as the run derived it from model.ratio
     except ConfigError as exc:
         fail(f"{config}: {exc}")
-    op, p = cfg.task.op, cfg.task.p
+    op, p = cfg.task.get("op", cfg.task.name), cfg.task.get("p")
     n = task_size(cfg)
     what = question(op, p, "a", "b") + (" (indices of the 120 permutations)" if op == "s5" else "")
     a = _operand("A", a_text, n, what)
@@ -73,14 +73,14 @@ def predict(run_dir: Path, a_text: str, b_text: str) -> str:
     if not last.is_file():
         fail(f"{run_dir}: no checkpoints/last.pt (the run failed or has not reached its first checkpoint)")
 
-    xs, ys, labels, n_classes = all_pairs(op, p)
+    task = build_task(cfg.task)
+    xs, ys, labels = task.pairs()
     (where,) = ((xs == a) & (ys == b)).nonzero(as_tuple=True)
     truth = int(labels[where[0]])
-    data = make_dataset(op, p, cfg.task.train_frac, cfg.task.split_seed)
-    x = torch.tensor([[a, b, n_classes]])  # the '=' token is n_classes
-    in_train = bool((data.train_x == x).all(dim=1).any())
+    x = task.encode(torch.tensor([a]), torch.tensor([b]))
+    in_train = bool((task.split().train_x == x).all(dim=1).any())
 
-    model = build_model(cfg.model, data.vocab_size, n_classes)
+    model = build_model(cfg.model, task.spec)
     try:
         model.load_state_dict(load_checkpoint(last)["model"])
     except Exception as exc:  # a torn file or a checkpoint of another model

@@ -6,9 +6,13 @@ import pytest
 from conftest import CONF, compose_cfg
 
 from grokpipe.models import build_model
-from grokpipe.validate import validate
+from grokpipe.tasks import TaskSpec
+from grokpipe.validate import prepare, task_size
 
-GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("model", "task", "optim", "train", "logger")}
+GROUPS = {
+    g: sorted(p.stem for p in (CONF / g).glob("*.yaml"))
+    for g in ("model", "task", "loss", "optim", "measures", "train", "logger")
+}
 
 
 def test_groups_have_the_documented_options():
@@ -17,13 +21,15 @@ def test_groups_have_the_documented_options():
     assert {"wandb", "none"} <= set(GROUPS["logger"])
     assert {"mod_add", "mod_sub", "mod_mul", "mod_div", "s5"} <= set(GROUPS["task"])
     assert len([t for t in GROUPS["task"] if t.startswith("mod_x")]) == 5  # Power et al.'s polynomials
+    assert {"cross_entropy"} <= set(GROUPS["loss"])
+    assert {"loss", "task_metrics", "weight_norm", "lr"} <= set(GROUPS["measures"])
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_option_composes_and_validates(group, option):
-    cfg = compose_cfg([f"{group}={option}"])
-    validate(cfg)
-    assert cfg.model.d_model > 0 and cfg.task.p > 0
+    cfg = compose_cfg([f"{group}={option}"] if group != "measures" else [f"measures=[loss,task_metrics,{option}]"])
+    prepare(cfg)
+    assert cfg.model.d_model > 0 and task_size(cfg) > 0
 
 
 def test_default_run_is_the_seed003_transformer_family():
@@ -41,5 +47,5 @@ def test_seed003_setting_is_one_override_away():
 @pytest.mark.parametrize("model", GROUPS["model"])
 def test_model_builds_at_its_width(model):
     cfg = compose_cfg([f"model={model}", "model.d_model=32"])
-    net = build_model(cfg.model, vocab_size=98, n_classes=97)
+    net = build_model(cfg.model, TaskSpec(vocab_size=98, seq_len=3, n_outputs=97, query_token=True))
     assert net.tok.weight.shape == (98, 32)

@@ -121,6 +121,27 @@ def test_divergence_ends_the_run_as_diverged_and_the_sweep_goes_on(tmp_path):
     assert rows[-1]["epoch"] == blown["epochs_run"] and len(rows) == blown["epochs_run"] // 10
 
 
+def test_a_diverging_run_alone_ends_diverged_with_its_finite_curves_and_no_traceback(tmp_path):
+    run_dir = tmp_path / "run"
+    r = launch(
+        [
+            "task.p=23",
+            "model.d_model=32",
+            "optim.lr=1e9",
+            "train.max_epochs=100",
+            "train.plot=true",
+            "logger=none",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    done = json.loads((run_dir / "summary.json").read_text())
+    assert done["status"] == "diverged" and done["epochs_run"] < 100 and not done["grokked"]
+    assert (run_dir / "curves.png").stat().st_size > 5_000
+    assert read_metrics(run_dir / "metrics.csv")[-1]["epoch"] == done["epochs_run"]
+
+
 # --- logging faults ---------------------------------------------------------------------------------------------
 
 

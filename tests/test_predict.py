@@ -12,7 +12,7 @@ from conftest import compose_cfg
 from omegaconf import OmegaConf
 from test_results_db import results_root, run_script, script
 
-from grokpipe.tasks import make_dataset
+from grokpipe.tasks import build_task
 
 LINE = re.compile(
     r"^(?P<q>.+): model says (?P<guess>\d+) \(confidence (?P<conf>[01]\.\d{3})\), "
@@ -44,7 +44,7 @@ def ask(run_dir, a, b, capsys) -> re.Match:
 
 def test_the_grokked_model_answers_held_out_pairs(grokked, capsys):
     cfg = OmegaConf.load(grokked / ".hydra" / "config.yaml")
-    data = make_dataset("add", 59, cfg.task.train_frac, cfg.task.split_seed)
+    data = build_task(cfg.task).split()
     held_out = data.val_x[:6, :2].tolist()
     for a, b in held_out + [[45, 30], [58, 58], [0, 0]]:
         m = ask(grokked, a, b, capsys)
@@ -85,9 +85,9 @@ def test_s5_and_division(tmp_path, capsys):
     s5 = _tiny_run(tmp_path / "s5", ["task=s5"])
     m = ask(s5, 7, 119, capsys)
     assert m["q"] == "(7 ∘ 119) in S5" and 0 <= int(m["truth"]) < 120
-    from grokpipe.tasks import all_pairs
+    from grokpipe.tasks.s5 import S5Task
 
-    a, b, y, _ = all_pairs("s5", 0)
+    a, b, y = S5Task(0.5, 0, 0.95, 0.99).pairs()
     assert int(m["truth"]) == int(y[(a == 7) & (b == 119)][0])
     with pytest.raises(SystemExit) as exit_:
         script("predict").main([str(s5), "120", "0"])

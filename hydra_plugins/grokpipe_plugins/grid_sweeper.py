@@ -2,14 +2,13 @@
 a manifest of the cells (`cells.json` in the sweep dir) that the sweep summary reads, and packing.
 
 With `hydra.sweeper.pack=true` the cells that share a shape (all but seed, lr, wd, warm-up, split seed,
-patience) become one job each, trained as one stacked model (`grokpipe.packed`): an N-cell grid is
+patience) become one job each, trained as one stacked model (`grokpipe.train`): an N-cell grid is
 launched as one job per distinct shape on whichever launcher is chosen (in-process, local, one SLURM
 array). Every cell keeps its own run dir and outputs; the pack jobs' own dirs are `packs/<k>`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -20,9 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from grokpipe.errors import ConfigError
-from grokpipe.job import sweep_group
-from grokpipe.sweep_summary import PACKS, CellDied
-from grokpipe.validate import prepare
+from grokpipe.sweep import CellDied, sweep_group, write_cells, write_packs
 
 log = logging.getLogger(__name__)
 ELLIPSIS = "..."
@@ -113,6 +110,8 @@ class GridSweeper(BasicSweeper):
     def check_cells(self, arguments: list[str]) -> list[tuple]:
         """Compose and check every cell before anything is launched: one bad cell stops the whole grid.
         Writes the manifest of cells (`cells.json`) the sweep summary reads; returns (overrides, config) per cell."""
+        from grokpipe.validate import prepare  # imports torch: here, not when Hydra discovers the plugins
+
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         parsed = parser.parse_overrides(self._parse_config() + arguments)
         swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
@@ -131,15 +130,13 @@ class GridSweeper(BasicSweeper):
                 sys.exit(2)
             manifest.append({"num": num, "overrides": list(overrides), "dir": str(sweep_dir / cfg.hydra.sweep.subdir)})
             composed.append((list(overrides), cfg))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / "cells.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        (sweep_dir / PACKS).unlink(missing_ok=True)  # a packed run of this dir before: its plan is not this one
+        write_cells(sweep_dir, manifest)
         log.info(f"{len(cells)} cells checked; launching")
         return composed
 
     def plan_packs(self, cells: list[tuple]) -> list[list[int]]:
         """Group the cells by shape, write each cell's run config to its dir and the plan to `packs.json`."""
-        from grokpipe.packed import check_packable, group_by_shape
+        from grokpipe.packing import check_packable, group_by_shape
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         task_cfgs, dirs = [], []
@@ -165,7 +162,7 @@ class GridSweeper(BasicSweeper):
         plan = [
             {"pack": k, "cells": members, "dirs": [str(dirs[i]) for i in members]} for k, members in enumerate(packs)
         ]
-        (sweep_dir / PACKS).write_text(json.dumps(plan, indent=1) + "\n")
+        write_packs(sweep_dir, plan)
         return packs
 
     def sweep_packed(self, cells: list[tuple]):

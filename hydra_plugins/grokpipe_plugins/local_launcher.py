@@ -19,7 +19,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from omegaconf import open_dict
 
-from grokpipe.sweep_summary import CellDied, mark_failed
+from grokpipe.sweep import CellDied, mark_failed
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 
-from grokpipe.sweep_summary import CellDied, mark_failed
+from grokpipe.sweep import CellDied, mark_failed
 
 
 def _last_error_line(job) -> str:

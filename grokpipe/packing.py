@@ -1,0 +1,64 @@
+"""Which runs can train as one pack: those whose configs differ only in the per-member keys.
+
+Members of a pack share model, task, loss, optimiser kind, measures and training settings; each keeps its own seed,
+split seed, lr, weight decay, warm-up and patience (`PER_MEMBER`), and its own run dir, outputs and W&B run.
+"""
+
+from __future__ import annotations
+
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+from grokpipe.errors import ConfigError
+from grokpipe.optim import PER_MEMBER as OPTIM_PER_MEMBER
+
+PER_MEMBER = ("train.seed", "task.split_seed", "train.patience", *(f"optim.{k}" for k in OPTIM_PER_MEMBER))
+PER_RUN_GROUPS = ("logger", "hydra")
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def shape_key(cfg: DictConfig) -> dict:
+    """The settings that must be equal for runs to train packed: the resolved config less PER_MEMBER and logger."""
+    resolved = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in cfg if k not in PER_RUN_GROUPS}
+    return {k: v for k, v in _flatten(resolved).items() if k not in PER_MEMBER}
+
+
+def check_packable(cfgs: list[DictConfig]) -> None:
+    """Validate every config and refuse a pack whose members differ in anything but PER_MEMBER (ConfigError)."""
+    from grokpipe.validate import prepare
+
+    if not cfgs:
+        raise ConfigError("cannot pack: no runs given")
+    for cfg in cfgs:
+        prepare(cfg)
+    first = shape_key(cfgs[0])
+    for i, cfg in enumerate(cfgs[1:], start=1):
+        key = shape_key(cfg)
+        for k in sorted(first.keys() | key.keys()):
+            if first.get(k) != key.get(k):
+                raise ConfigError(
+                    f"cannot pack: {k} differs (run 0: {first.get(k)!r}, run {i}: {key.get(k)!r}); "
+                    f"packed runs may differ only in {', '.join(PER_MEMBER)}"
+                )
+
+
+def group_by_shape(cfgs: list[DictConfig], max_members: int | None = None) -> list[list[int]]:
+    """Indices of `cfgs` grouped into packable sets (equal shape_key), in first-seen order, at most max_members each."""
+    from grokpipe.validate import prepare
+
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        prepare(cfg)
+        groups.setdefault(json.dumps(shape_key(cfg), sort_keys=True, default=str), []).append(i)
+    size = max_members or len(cfgs) or 1
+    return [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]

@@ -1,0 +1,199 @@
+"""One run's record, the same for a single run and for each member of a pack: identity and resume, what a
+checkpoint holds, the per-evaluation row, and the end of a run (summary.json, last checkpoint, figures, W&B)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from grokpipe.errors import ConfigError
+from grokpipe.outputs import (
+    MetricsLog,
+    check_storage,
+    load_at,
+    load_latest,
+    rng_state,
+    save_checkpoint,
+    save_latest,
+    write_summary,
+)
+
+FINISHED = ("grokked", "completed", "diverged")
+IDENTITY_TRAIN_KEYS = ("seed", "batch_size", "precision", "eval_every")
+
+
+def identity(cfg: DictConfig) -> dict:
+    """What makes two configs the same run: a checkpoint of another identity is never resumed.
+    Measures are not part of it: a run resumes with more (or fewer) measures than it started with."""
+    keep = {k: cfg.train[k] for k in IDENTITY_TRAIN_KEYS}
+    groups = {"model": cfg.model, "task": cfg.task, "loss": cfg.loss, "optim": cfg.optim, "train": keep}
+    return OmegaConf.to_container(OmegaConf.create(groups), resolve=True)
+
+
+def run_name(cfg: DictConfig, task) -> str:
+    return f"{cfg.model.name}-d{cfg.model.d_model}-{task.name}-wd{cfg.optim.wd:g}-s{cfg.train.seed}"
+
+
+def read_summary(run_dir: Path) -> dict:
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {"status": "unknown", "run_dir": str(run_dir)}
+
+
+class RunRecord:
+    def __init__(self, cfg: DictConfig, run_dir: Path, task) -> None:
+        self.cfg, self.run_dir, self.task = cfg, Path(run_dir), task
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.name = run_name(cfg, task)
+        self.ratio = cfg.model.d_model / task.size
+        self.metrics: MetricsLog | None = None
+        self.logger = None
+        self.prior_seconds = 0.0
+        self.status, self.saved_epoch, self.summary = "running", 0, None
+
+    # ---------------------------------------------------------------- resume
+    def load(self, device) -> dict | None:
+        """The newest readable checkpoint of this run (None: start fresh). Refuses a checkpoint of another config."""
+        ckpt = load_latest(self.ckpt_dir, map_location=device)
+        if ckpt is None:
+            return None
+        mine = identity(self.cfg)
+        if ckpt.get("config") != mine:
+            theirs = ckpt.get("config") or {}
+            differ = sorted(k for k in mine if theirs.get(k) != mine[k])
+            raise ConfigError(
+                f"{self.run_dir} holds a run of another config (differs in: {', '.join(differ)}); "
+                "launch into a new dir or remove it"
+            )
+        if not isinstance(ckpt.get("optimizer"), dict) or "steps" not in ckpt["optimizer"]:
+            raise ConfigError(f"{self.run_dir} holds a checkpoint of an older grokpipe; launch into a new dir")
+        self.prior_seconds, self.saved_epoch = ckpt["elapsed"], ckpt["epoch"]
+        return ckpt
+
+    def load_at(self, epoch: int, device) -> dict | None:
+        return load_at(self.ckpt_dir, epoch, map_location=device)
+
+    @staticmethod
+    def finished(ckpt: dict | None, max_epochs: int) -> bool:
+        """A checkpoint that ended its run: grokked or diverged, or completed at this budget."""
+        if ckpt is None or ckpt["status"] not in FINISHED:
+            return False
+        return ckpt["status"] != "completed" or ckpt["epoch"] >= max_epochs
+
+    def open(self, start_epoch: int, fields: tuple[str, ...], param_bytes: int, concurrent: bool) -> None:
+        """Check the storage, open metrics.csv (keeping the rows up to `start_epoch`) and the W&B run."""
+        tc = self.cfg.train
+        n_checkpoints = 2 + (tc.max_epochs // tc.checkpoint_every if tc.checkpoint_every else 0)
+        need = 4 * param_bytes * n_checkpoints + 100 * tc.max_epochs // tc.eval_every + 2**20
+        check_storage(self.run_dir, need_bytes=need)
+        self.metrics = MetricsLog(self.run_dir / "metrics.csv", fields, resume_epoch=start_epoch)
+        if self.cfg.logger.name == "wandb":
+            from grokpipe.wandb_log import WandbRun
+
+            resolved = OmegaConf.to_container(self.cfg, resolve=True)
+            resolved["ratio"] = self.ratio
+            self.logger = WandbRun(resolved, self.run_dir, self.name, concurrent=concurrent)
+
+    # ---------------------------------------------------------------- during the run
+    def record(self, row: dict) -> None:
+        """One evaluation's row: metrics.csv, then W&B at the same step."""
+        self.metrics.append(row)
+        if self.logger is not None:
+            self.logger.log(row)
+
+    def checkpoint(self, kind: str, epoch: int, model: dict, optimizer: dict, shuffle, elapsed: float) -> None:
+        """What a checkpoint holds: the model's state_dict, the optimiser's state for this run, the shuffle and
+        global RNG states, the epoch, elapsed seconds, status and the config's identity. `kind`: last or kept."""
+        state = {
+            "model": model,
+            "optimizer": optimizer,
+            "shuffle": shuffle,
+            "rng": rng_state(),
+            "epoch": epoch,
+            "elapsed": elapsed,
+            "status": self.status,
+            "config": identity(self.cfg),
+        }
+        if kind == "last":
+            save_latest(self.ckpt_dir / "last.pt", state)
+            self.saved_epoch = epoch
+        else:
+            save_checkpoint(self.ckpt_dir / f"epoch_{epoch:07d}.pt", state)
+
+    # ---------------------------------------------------------------- the end
+    def summarize(self, outcome: dict, epoch: int, wall_seconds: float, n_params: int, device) -> dict:
+        """summary.json: the outcome, the final metrics and the key hyperparameters (the contract analysis reads)."""
+        rows = self.metrics.rows if self.metrics is not None else []
+        final = rows[-1] if rows else {}
+        cfg, tc = self.cfg, self.cfg.train
+        summary = {
+            "status": self.status,
+            "grokked": outcome["grok_epoch"] is not None,
+            "grok_epoch": outcome["grok_epoch"],
+            "memorized_epoch": outcome["memorized_epoch"],
+        }
+        summary.update({f"final_{k}": v for k, v in final.items() if k not in ("epoch", "elapsed")})
+        summary.update(
+            {
+                "epochs_run": epoch,
+                "wall_seconds": round(wall_seconds, 3),
+                "ratio": self.ratio,
+                "criterion": self.task.criterion_text(),
+                "model": cfg.model.name,
+                "d_model": cfg.model.d_model,
+                "task": cfg.task.name,
+                "task_size": self.task.size,
+                "op": cfg.task.get("op", cfg.task.name),
+                "p": cfg.task.get("p"),
+                "train_frac": cfg.task.train_frac,
+                "split_seed": cfg.task.split_seed,
+                "loss": cfg.loss.name,
+                "optimizer": cfg.optim.name,
+                "lr": cfg.optim.lr,
+                "wd": cfg.optim.wd,
+                "grokfast": bool(cfg.optim.grokfast.enabled),
+                "seed": tc.seed,
+                "precision": tc.precision,
+                "max_epochs": tc.max_epochs,
+                "n_params": n_params,
+                "device": str(device),
+                "run_dir": str(self.run_dir),
+            }
+        )
+        return summary
+
+    def finish(self, outcome: dict, epoch: int, wall: float, n_params: int, device, save_last) -> dict:
+        """The end of a run: summary.json first (a finished checkpoint without its summary would never be trained
+        again), then last.pt (`save_last()`), the run figure (its finite points), and the W&B run."""
+        if self.metrics is not None:
+            self.metrics.close()
+        self.summary = self.summarize(outcome, epoch, wall, n_params, device)
+        write_summary(self.run_dir / "summary.json", self.summary)
+        save_last()
+        rows = self.metrics.rows if self.metrics is not None else []
+        if self.cfg.train.plot and rows:
+            from grokpipe.run_figures import plot_curves
+
+            title = self.name + (" (diverged: its finite part)" if self.status == "diverged" else "")
+            plot_curves(rows, self.run_dir / "curves.png", title, outcome["grok_epoch"], outcome["memorized_epoch"])
+        if self.logger is not None:
+            self.logger.finish(self.summary, exit_code=int(self.status == "interrupted"))
+            self.logger = None
+        return self.summary
+
+    def abandon(self) -> None:
+        """A run whose process fails: close its W&B run so none is left open."""
+        if self.logger is not None:
+            self.logger.finish({"status": "failed"}, exit_code=1)
+            self.logger = None
+
+
+def param_bytes(stack) -> int:
+    return stack.flat[0].numel() * stack.flat.element_size()
+
+
+def shuffle_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,107 @@
+"""A sweep's bookkeeping in its sweep dir, shared by the sweeper, the launchers, the job body and the sweep summary.
+
+cells.json  the manifest: one {"num", "overrides", "dir"} per cell, written by the sweeper before any launch
+packs.json  a packed sweep's plan: one {"pack", "cells", "dirs"} per pack job
+A cell's outcome is its summary.json `status`: one of SUCCESS, FAILED, or MISSING when it never wrote one.
+
+Imports nothing heavy at module level: Hydra imports this with the plugins on every `launch.py --help`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CELLS = "cells.json"
+PACKS = "packs.json"
+SUCCESS = ("grokked", "completed", "diverged")  # a diverged run is a result: it did not grok
+FAILED = "failed"
+MISSING = "missing"
+SWEEP_FAILED = 1  # the launch command's exit status when any cell did not succeed
+
+
+class CellDied(RuntimeError):
+    """A cell's process ended without a result; its cause is in the cell's summary.json."""
+
+
+def sweep_group(sweep_dir: str | Path) -> str:
+    """W&B group shared by every cell of one sweep and by its summary run."""
+    path = Path(sweep_dir)
+    return f"sweep-{path.parent.name}_{path.name}"
+
+
+def write_cells(sweep_dir: Path, manifest: list[dict]) -> None:
+    """The manifest of a new launch; an earlier packed launch's plan in this dir is removed, as it is not this one's."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / CELLS).write_text(json.dumps(manifest, indent=1) + "\n")
+    (sweep_dir / PACKS).unlink(missing_ok=True)
+
+
+def write_packs(sweep_dir: Path, plan: list[dict]) -> None:
+    (sweep_dir / PACKS).write_text(json.dumps(plan, indent=1) + "\n")
+
+
+def read_pack(sweep_dir: Path, k: int) -> dict | None:
+    """Pack k's entry of packs.json ({"pack", "cells", "dirs"}); None if the sweep is not packed or has no pack k."""
+    path = sweep_dir / PACKS
+    if not path.exists():
+        return None
+    return next((p for p in json.loads(path.read_text()) if p["pack"] == k), None)
+
+
+def job_cells(sweep_dir: Path, num: int) -> list[int]:
+    """The cells launcher job `num` trains: cell `num` itself, or in a packed sweep the cells of pack `num`."""
+    if not (sweep_dir / PACKS).exists():
+        return [num]
+    pack = read_pack(sweep_dir, num)
+    return pack["cells"] if pack is not None else []
+
+
+def read_cells(sweep_dir: Path) -> list[dict]:
+    """One record per expected cell: its summary.json, or status `missing` if it never wrote one."""
+    manifest = sweep_dir / CELLS
+    if manifest.exists():
+        expected = json.loads(manifest.read_text())
+    else:  # a sweep dir from elsewhere: whatever cells are there
+        expected = [{"num": int(d.name), "dir": str(d)} for d in sweep_dir.iterdir() if d.name.isdigit()]
+    cells = []
+    for entry in sorted(expected, key=lambda e: e["num"]):
+        path = Path(entry["dir"]) / "summary.json"
+        record = {
+            "num": entry["num"],
+            "dir": entry["dir"],
+            "status": MISSING,
+            "error": "no summary.json: the job never ran or was killed",
+        }
+        if path.exists():
+            record = {**record, "error": None, **json.loads(path.read_text())}
+        cells.append(record)
+    return cells
+
+
+def mark_failed(sweep_dir: Path, num: int, error: str) -> None:
+    """A job whose process died without a word (killed, out of memory, node failure): record why in its cells.
+
+    In a packed sweep job `num` is pack `num`, and every cell of that pack not yet finished is marked."""
+    from grokpipe.outputs import write_summary  # atomic write; outputs imports torch, so only when a cell died
+
+    nums = job_cells(sweep_dir, num)
+    for entry in json.loads((sweep_dir / CELLS).read_text()):
+        if entry["num"] not in nums:
+            continue
+        path = Path(entry["dir"]) / "summary.json"
+        known = json.loads(path.read_text()) if path.exists() else {}
+        if known.get("status") in SUCCESS:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_summary(path, {**known, "status": FAILED, "error": error})
+
+
+def failed_cells(cells: list[dict]) -> list[dict]:
+    """The cells of read_cells that did not succeed: failed, missing, or any other status."""
+    return [c for c in cells if c["status"] not in SUCCESS]
+
+
+def exit_status(cells: list[dict]) -> int:
+    """The launch command's exit status for a sweep: 0 when it had cells and every one succeeded, else SWEEP_FAILED."""
+    return SWEEP_FAILED if failed_cells(cells) or not cells else 0
