@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from grokpipe.analysis import list_checkpoints, load_model, load_run_config, metrics_at, run_title
+from grokpipe.losses import build_loss
 from grokpipe.outputs import read_metrics
 from grokpipe.tasks import build_task
 
@@ -95,9 +95,14 @@ def default_nbeta(batch_size: int) -> float:
     return batch_size / math.log(batch_size)
 
 
-def _cross_entropy(model: nn.Module, batch) -> torch.Tensor:
-    x, y = batch
-    return F.cross_entropy(model(x), y)
+def _evaluator(loss):
+    """devinterp's evaluate(model, batch): the run's own loss (grokpipe.losses) on one batch."""
+
+    def evaluate(model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return loss(model(x)[None], y[None])[0]
+
+    return evaluate
 
 
 def trace_drift(trace: list[float]) -> tuple[float, float]:
@@ -116,8 +121,9 @@ def trace_drift(trace: list[float]) -> tuple[float, float]:
     return drift, (slope / se if se > 0 else (0.0 if slope == 0 else math.inf))
 
 
-def estimate_llc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: SGLDSettings) -> Estimate:
-    """One LLC estimate of `model` on (x, y); a chain that produces NaN gives a NaN estimate instead of an error."""
+def estimate_llc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: SGLDSettings, loss) -> Estimate:
+    """One LLC estimate of `model` on (x, y) under the run's `loss` (grokpipe.losses).
+    A chain that produces NaN gives a NaN estimate instead of an error."""
     from torch.utils.data import DataLoader, TensorDataset
 
     sgmcmc, estimate = require_devinterp()
@@ -132,7 +138,7 @@ def estimate_llc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: SGLDSett
             out = estimate(
                 model,
                 loader,
-                evaluate=_cross_entropy,
+                evaluate=_evaluator(loss),
                 sampling_method=sgmcmc.sgld,
                 optimizer_kwargs={"lr": s.epsilon, "nbeta": s.nbeta, "localization": s.localization},
                 num_chains=s.num_chains,
@@ -174,6 +180,7 @@ def calibrate(
     epsilons: list[float],
     nbetas: list[float],
     n_classes: int,
+    loss,
     tol: float = 0.1,
 ) -> Calibration:
     """Estimate every ε × nβ cell on each given checkpoint; pick the smallest stable ε at the nβ nearest the default.
@@ -187,7 +194,7 @@ def calibrate(
         for nb in nbetas:
             settings = SGLDSettings(**{**base.__dict__, "epsilon": eps, "nbeta": nb})
             for epoch, model in models.items():
-                est = estimate_llc(model, x, y, settings)
+                est = estimate_llc(model, x, y, settings, loss)
                 stable = est.stable(tol, chance_loss)
                 rows.append(
                     {"epsilon": eps, "nbeta": nb, "epoch": epoch, "llc_mean": est.llc_mean, "llc_std": est.llc_std}
@@ -228,21 +235,21 @@ def estimate_run(
     """
     require_devinterp()
     cfg = load_run_config(run_dir)
-    task = build_task(cfg.task)
+    task, loss = build_task(cfg.task), build_loss(cfg.loss)
     data = task.split()
     checkpoints = list_checkpoints(run_dir)
     models = {e: load_model(cfg, task.spec, p).to(base.device) for e, p in checkpoints}
     nb0 = default_nbeta(min(base.batch_size, len(data.train_y)))
     nbetas = nbetas or [nb0 / 3, nb0, 3 * nb0]
     ends = {e: models[e] for e in (checkpoints[0][0], checkpoints[-1][0])}
-    cal = calibrate(ends, data.train_x, data.train_y, base, epsilons, nbetas, task.spec.n_outputs, tol)
+    cal = calibrate(ends, data.train_x, data.train_y, base, epsilons, nbetas, task.spec.n_outputs, loss, tol)
     settings = SGLDSettings(**{**base.__dict__, "epsilon": cal.epsilon, "nbeta": cal.nbeta})
 
     metric_path = Path(run_dir) / "metrics.csv"
     metric_rows = read_metrics(metric_path) if metric_path.exists() else []
     rows = []
     for epoch, model in models.items():
-        est = estimate_llc(model, data.train_x, data.train_y, settings)
+        est = estimate_llc(model, data.train_x, data.train_y, settings, loss)
         m = metrics_at(metric_rows, epoch) or {}
         rows.append(
             {"epoch": epoch, "llc_mean": est.llc_mean, "llc_std": est.llc_std, "init_loss": est.init_loss}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,10 +21,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from grokpipe.outputs import METRIC_FIELDS, read_metrics
+from grokpipe.outputs import read_metrics
 from grokpipe.sweep import SUCCESS, sweep_group
 
 SCHEMA_VERSION = 1
+COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a measure's column, safe as an SQL name
 # dirs below a run dir or a sweep dir that never hold runs: skipped by the walk
 SKIP_DIRS = {"checkpoints", "wandb", "figures", "__pycache__"}
 FINGERPRINT_FILES = ("summary.json", "metrics.csv", ".hydra/config.yaml")
@@ -334,11 +336,23 @@ def _insert_run(con: sqlite3.Connection, row: dict, metrics: list[dict], generat
         [row.get(c) for c in cols],
     )
     con.execute("DELETE FROM metrics WHERE run_id = ?", (row["run_id"],))
-    fields = ("run_id", *METRIC_FIELDS)
+    fields = ("run_id", *_metric_columns(con, metrics))
+    quoted = ", ".join(f'"{f}"' for f in fields)
     con.executemany(
-        f"INSERT OR REPLACE INTO metrics ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
-        [[m[f] for f in fields] for m in metrics],
+        f"INSERT OR REPLACE INTO metrics ({quoted}) VALUES ({', '.join('?' * len(fields))})",
+        [[m.get(f) for f in fields] for m in metrics],
     )
+
+
+def _metric_columns(con: sqlite3.Connection, metrics: list[dict]) -> list[str]:
+    """The metrics table's columns, grown by every measure column these rows bring (the enabled measures decide
+    metrics.csv's columns); a run written before a column existed holds NULL there."""
+    have = [r[1] for r in con.execute("PRAGMA table_info(metrics)")]
+    for name in dict.fromkeys(k for m in metrics for k in m):
+        if name not in have and COLUMN_NAME.fullmatch(name):
+            con.execute(f'ALTER TABLE metrics ADD COLUMN "{name}" REAL')
+            have.append(name)
+    return [c for c in have if c != "run_id"]
 
 
 def _json_value(v):

@@ -320,3 +320,30 @@ def test_sweep_hook_builds_the_sweeps_database_and_figures(root, tmp_path):
     assert figures == sorted(
         ["phase_diagram.png", "grok_vs_ratio.png", "grok_gap.png", "curves_fast_grok.png", "weight_norm_fast_grok.png"]
     )
+
+
+def test_metric_columns_follow_the_measures_and_old_rows_load_as_null(tmp_path):
+    """Runs with different measures share one metrics table: a column a run did not measure is NULL there,
+    and a metrics.csv written before a column existed (another column order, one column fewer) still loads."""
+    runs = tmp_path / "runs"
+    for name, measures in (("all", "[loss,task_metrics,weight_norm,lr]"), ("fewer", "[loss,task_metrics]")):
+        r = launch([*TINY, f"measures={measures}", f"hydra.run.dir={runs / name}"], cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+    old = runs / "old"
+    shutil.copytree(runs / "fewer", old)
+    (old / "metrics.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,elapsed\n10,3.1,0.1,3.2,0.05,0.4\n")
+    db = tmp_path / "r.db"
+    build(runs, db)
+    con = sqlite3.connect(db)
+    columns = [r[1] for r in con.execute("PRAGMA table_info(metrics)")]
+    assert {"train_loss", "val_loss", "train_acc", "val_acc", "weight_norm", "lr"} <= set(columns)
+    norms = dict(
+        con.execute(
+            "SELECT r.run_id, MAX(m.weight_norm) FROM metrics m JOIN runs r USING (run_id) GROUP BY r.run_id"
+        ).fetchall()
+    )
+    assert norms[next(k for k in norms if k.endswith("all"))] > 0
+    assert norms[next(k for k in norms if k.endswith("fewer"))] is None
+    assert con.execute(
+        "SELECT train_acc, val_loss FROM metrics WHERE run_id LIKE '%old' AND epoch = 10"
+    ).fetchone() == (0.1, 3.2)

@@ -159,3 +159,25 @@ def test_packed_engine_runs_one_config_like_the_loop(tmp_path, extra):
     assert sorted(p.name for p in (packed / "checkpoints").iterdir()) == sorted(
         p.name for p in (loop / "checkpoints").iterdir()
     )
+
+
+def test_a_run_resumes_with_a_measure_it_did_not_have(tmp_path):
+    """Measures are not part of a run's identity: a metrics.csv written before a column existed resumes, its old
+    rows holding an empty cell there; the columns follow the enabled measures."""
+    run(compose_cfg([*SHORT, "train.max_epochs=40", "measures=[loss,task_metrics]"]), tmp_path)
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[
+        0
+    ] == "epoch,train_loss,val_loss,train_acc,val_acc,elapsed"
+    run(compose_cfg([*SHORT, "measures=[loss,task_metrics,weight_norm,lr]"]), tmp_path)
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert list(rows[0]) == list(METRIC_FIELDS)
+    assert [r["epoch"] for r in rows] == list(range(10, 61, 10))
+    assert [r["weight_norm"] is None for r in rows] == [True] * 4 + [False] * 2
+    straight = read_metrics(run(compose_cfg(SHORT), tmp_path / "straight") and tmp_path / "straight" / "metrics.csv")
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in straight]
+
+
+def test_a_measure_every_k_evaluations_leaves_empty_cells_between(tmp_path):
+    run(compose_cfg([*SHORT, "measures.weight_norm.every=3"]), tmp_path)
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [r["weight_norm"] is not None for r in rows] == [False, False, True, False, False, True]
