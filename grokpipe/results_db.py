@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from grokpipe.outputs import read_metrics
-from grokpipe.sweep import SUCCESS, sweep_group
+from grokpipe.sweep import SUCCESS, run_group, sweep_group
 
 SCHEMA_VERSION = 1
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a measure's column, safe as an SQL name
@@ -204,7 +204,7 @@ def _load_yaml(path: Path) -> DictConfig | None:
 
 
 def experiment_name(cfg: DictConfig | None, sweep_dir: Path | None) -> str:
-    """The W&B group: logger.group if set, else `sweep-<parent>_<name>` for a sweep, else `<op>-p<p>`."""
+    """The W&B group: logger.group if set, else `sweep-<parent>_<name>` for a sweep, else grokpipe.sweep.run_group."""
     if sweep_dir is not None:
         master = _load_yaml(sweep_dir / "multirun.yaml")
         group = OmegaConf.select(master, "logger.group", default=None) if master is not None else None
@@ -212,7 +212,7 @@ def experiment_name(cfg: DictConfig | None, sweep_dir: Path | None) -> str:
     if cfg is None:
         return "unknown"
     group = OmegaConf.select(cfg, "logger.group", default=None)
-    return str(group) if group else f"{OmegaConf.select(cfg, 'task.op')}-p{OmegaConf.select(cfg, 'task.p')}"
+    return str(group) if group else run_group(cfg.task)
 
 
 def _from_config(cfg: DictConfig) -> dict:
@@ -235,7 +235,7 @@ def _from_config(cfg: DictConfig) -> dict:
         "model": sel("model.name"),
         "d_model": d_model,
         "ratio": ratio,
-        "op": sel("task.op"),
+        "op": sel("task.op") or sel("task.name"),
         "p": sel("task.p"),
         "train_frac": sel("task.train_frac"),
         "split_seed": sel("task.split_seed"),

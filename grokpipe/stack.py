@@ -110,9 +110,13 @@ class GraphedStep:
     fails the step stays eager, with one warning. Anywhere else it is the eager step.
     """
 
-    def __init__(self, step, body, enabled: bool) -> None:
-        self.step, self.body = step, body  # step = zero_grad + body; body = forward, backward, update
+    def __init__(self, zero_grad, body, enabled: bool) -> None:
+        self.zero_grad, self.body = zero_grad, body  # body: forward, backward, update
         self.warmup, self.graph, self.eager = 3, None, not enabled
+
+    def step(self) -> None:
+        self.zero_grad()
+        self.body()
 
     def __call__(self) -> None:
         if self.graph is not None:
@@ -130,6 +134,7 @@ class GraphedStep:
             self._capture()
 
     def _capture(self) -> None:
+        self.zero_grad()  # backward inside the graph then writes a fresh gradient each replay, never accumulates
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):  # records; nothing runs until replay

@@ -105,3 +105,9 @@ def failed_cells(cells: list[dict]) -> list[dict]:
 def exit_status(cells: list[dict]) -> int:
     """The launch command's exit status for a sweep: 0 when it had cells and every one succeeded, else SWEEP_FAILED."""
     return SWEEP_FAILED if failed_cells(cells) or not cells else 0
+
+
+def run_group(task) -> str:
+    """W&B group of a single run without logger.group: `<op>-p<p>` for a modular task, else the task's name."""
+    op, p = task.get("op"), task.get("p")
+    return f"{op}-p{p}" if op is not None and p is not None else str(task.get("name"))

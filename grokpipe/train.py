@@ -134,7 +134,7 @@ class Loop:
         self.autocast = torch.autocast(
             device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16", cache_enabled=False if graphed else None
         )
-        self.graphed_step = GraphedStep(self._full_step, self._full_body, enabled=graphed)
+        self.graphed_step = GraphedStep(self.stack.zero_grad, self._full_body, enabled=graphed)
         if start:
             print(f"resuming {_who(records)} from epoch {start}", flush=True)
 
@@ -150,10 +150,6 @@ class Loop:
 
     def _full_body(self) -> None:
         self._body(self.x["train"], self.y["train"])
-
-    def _full_step(self) -> None:
-        self.stack.zero_grad()
-        self._full_body()
 
     def epoch(self) -> None:
         if self._full_batch():

@@ -141,8 +141,12 @@ def check_memory(cfgs: list[DictConfig], device) -> None:
     have = available_bytes(device)
     if need["total"] > have:
         parts = ", ".join(f"{k} {_size(v)}" for k, v in need.items() if k != "total")
+        sizes = {"task.p": cfg.task.get("p"), "model.d_model": cfg.model.d_model}
+        sizes["train.batch_size"] = cfg.train.batch_size if cfg.train.batch_size is not None else "null"
+        named = ", ".join(f"{k}={v}" for k, v in sizes.items() if v is not None)
+        members = f" x {len(cfgs)} members" if len(cfgs) > 1 else ""
         raise ConfigError(
-            f"task.p/model.d_model/train.batch_size: this run needs about {_size(need['total'])} ({parts}); "
+            f"{named} is not allowed here: this run{members} needs about {_size(need['total'])} ({parts}); "
             f"{device.type} has {_size(have)} available"
         )
 

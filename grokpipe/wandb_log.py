@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+from grokpipe.sweep import run_group
+
 SECRET_KEY = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
 
 
@@ -77,7 +79,7 @@ class WandbRun:
                 self.run = wandb.init(
                     project=lc["project"],
                     entity=lc.get("entity"),
-                    group=lc.get("group") or f"{cfg['task']['op']}-p{cfg['task']['p']}",
+                    group=lc.get("group") or run_group(cfg["task"]),
                     job_type=lc.get("job_type"),
                     tags=list(lc.get("tags") or []),
                     name=name,

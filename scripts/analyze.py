@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--share", type=float, default=0.7, help="key frequencies: smallest set holding this share")
     ap.add_argument("--top-k", type=int, default=5, help="topk_share: the share of the k strongest frequencies")
     ap.add_argument("--matrix-epoch", type=int, default=None, help="checkpoint of the cosine matrix (default last)")
-    ap.add_argument("--no-fourier", action="store_true", help="cosine probe only (needed for task.op=s5)")
+    ap.add_argument("--no-fourier", action="store_true", help="cosine probe only (needed for task=s5)")
     args = ap.parse_args(argv)
     if not 0 < args.share <= 1:
         print(f"error: --share={args.share} is not allowed: must lie in (0, 1]", file=sys.stderr)

@@ -181,11 +181,7 @@ def step_floor(p: int, d_model: int, epochs: int, device: str) -> float:
         loss(stack.forward(x), y).sum().backward()
         optimizer.step(stack.grad, active)
 
-    def step() -> None:
-        stack.zero_grad()
-        body()
-
-    graphed = GraphedStep(step, body, enabled=device == "cuda")
+    graphed = GraphedStep(stack.zero_grad, body, enabled=device == "cuda")
     for _ in range(5):  # side-stream warm-up and capture on CUDA
         graphed()
     sync(device)
