@@ -172,7 +172,7 @@ class Loop:
         with self.autocast:
             outputs = {s: self.stack.forward(x).float() for s, x in self.x.items()}
         ev = Evaluation(outputs, self.y, self.task, self.loss, self.stack, self.optimizer)
-        nan = torch.full((self.stack.m,), float("nan"), device=self.device)
+        nan = torch.full((self.stack.m,), float("nan"), dtype=torch.float64, device=self.device)
         row = {}
         for measure in self.measures:
             due = k % measure.every == 0

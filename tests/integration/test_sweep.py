@@ -8,9 +8,8 @@ import itertools
 import json
 
 import pytest
-from conftest import ROOT, compose_cfg, launch
+from helpers import ROOT, compose_cfg, launch, offline_runs, summary
 from hydra import compose, initialize_config_dir
-from wandb_files import offline_runs, summary
 
 from grokpipe.outputs import read_metrics
 from grokpipe.sweep import PACKS, exit_status, mark_failed, read_cells, read_pack, write_cells, write_packs

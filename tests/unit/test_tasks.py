@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 from grokpipe.tasks import build_task
 from grokpipe.tasks.modular import OPS, ModularTask

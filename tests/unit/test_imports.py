@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 PACKAGES = (ROOT / "grokpipe", ROOT / "hydra_plugins" / "grokpipe_plugins")
 PLUGINS = sorted(p for p in PACKAGES[1].glob("*.py") if p.name != "__init__.py")

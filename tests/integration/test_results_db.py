@@ -4,65 +4,23 @@ computed directly from the run dirs, clean builds that repeat exactly, increment
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 import sqlite3
 import statistics
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import FAST_GROK, ROOT, launch
+from helpers import TINY, launch, run_script, script
 
 from grokpipe.results_db import build, build_sweep_db, update
 
-TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]
-TINY_GRID = ["model.d_model=8,16", "optim.wd=0.1,1", "train.seed=0,1"]
-# FAST_GROK at a higher lr and no patience: groks by epoch ~600 with val acc 1.0, in a third of the time
-GROK = [o for o in FAST_GROK if not o.startswith(("optim.lr=", "train.patience="))] + [
-    "optim.lr=1e-2",
-    "train.patience=0",
-]
-# two seeds that grok at different epochs, and a cell per seed that fails at run time (no mps on these machines)
-GROK_GRID = ["train.seed=2,3", "train.device=cpu,mps", "+logger.group=fast_grok"]
+# the results database, figure and predict tests run on one xdist worker (pytest -n, --dist loadgroup): they
+# read the same two sweeps (the results_root fixture), made once
+pytestmark = pytest.mark.xdist_group("results_sweeps")
+
 TABLES = ("experiments", "runs", "metrics")
 VIEWS = ("run_summary", "ratio_sweep_stats", "phase_boundary", "experiment_overview")
-
-
-def results_root(tmp_path_factory) -> Path:
-    """Two real sweeps, made once per test session and shared read-only by the test modules (copy to change)."""
-    root = tmp_path_factory.getbasetemp() / "results"
-    if (root / ".made").exists():
-        return root
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir()
-    sweeps = [
-        ["-m", *TINY, *TINY_GRID, "hydra/launcher=local", f"hydra.sweep.dir={root}/multirun/tiny"],
-        ["-m", *GROK, *GROK_GRID, "hydra/launcher=local", f"hydra.sweep.dir={root}/multirun/grok"],
-    ]
-    with ThreadPoolExecutor(2) as pool:
-        done = list(pool.map(lambda args: launch(args, cwd=root), sweeps))
-    assert done[0].returncode == 0, done[0].stderr[-3000:]
-    assert done[1].returncode == 1, done[1].stderr[-3000:]  # the mps cells fail, as intended
-    (root / ".made").touch()
-    return root
-
-
-def script(name: str):
-    """A script of scripts/ as a module, so tests can call its main() in this process."""
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *map(str, args)], capture_output=True, text=True
-    )
 
 
 def rows(db: Path, table: str, order: str = "") -> list[tuple]:
@@ -88,8 +46,8 @@ def summaries(root: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return results_root(tmp_path_factory)
+def root(results_root) -> Path:
+    return results_root
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,23 @@ from __future__ import annotations
 import matplotlib.image
 import numpy as np
 import pytest
-from test_results_db import results_root, run_script, script
+from helpers import run_script, script
 
 from grokpipe.results_db import build
 from grokpipe.sweep_figures import write_figures
+
+# the results database, figure and predict tests run on one xdist worker (pytest -n, --dist loadgroup): they
+# read the same two sweeps (the results_root fixture), made once
+pytestmark = pytest.mark.xdist_group("results_sweeps")
 
 AGGREGATE = ("phase_diagram", "grok_vs_ratio", "grok_gap")
 EXPERIMENTS = ("fast_grok", "sweep-multirun_tiny")
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
+def db(results_root, tmp_path_factory):
     path = tmp_path_factory.mktemp("figdb") / "experiments.db"
-    build(results_root(tmp_path_factory), path)
+    build(results_root, path)
     return path
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import compose_cfg, launch
+from helpers import compose_cfg, launch
 
 from grokpipe.errors import ConfigError
 from grokpipe.validate import prepare

@@ -1,6 +1,6 @@
 """Sweeps on a real SLURM cluster (scripts/slurm_up.sh): one job array, and a requeue that resumes exactly.
 
-Skipped when no cluster answers, unless CI is set: then a missing cluster is a failure.
+Skipped when no cluster answers, unless CI is set: then a missing cluster is a failure (tests/cluster/conftest.py).
 """
 
 from __future__ import annotations
@@ -8,37 +8,17 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import ROOT, launch, wait_rows, without_elapsed
-from wandb_files import offline_runs, summary
+from helpers import ROOT, launch, offline_runs, summary, wait_rows, without_elapsed
 
 from grokpipe.outputs import read_metrics
 
 pytestmark = pytest.mark.slurm
 TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]
-
-
-def _cluster_answers() -> bool:
-    if not shutil.which("sinfo"):
-        return False
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout
-    except subprocess.TimeoutExpired:
-        return False
-    return any(s.strip("*~#") in ("idle", "mixed", "allocated", "completing") for s in out.split())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    if not _cluster_answers():
-        if os.environ.get("CI"):
-            pytest.fail("no SLURM cluster answers: .ci/run starts one with scripts/slurm_up.sh")
-        pytest.skip("no SLURM cluster answers (start one with scripts/slurm_up.sh)")
 
 
 def test_grid_goes_to_slurm_as_one_array_job(tmp_path):
@@ -113,8 +93,9 @@ def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
     while not (offline_runs(sweep / "0") and summary(offline_runs(sweep / "0")[0])["run_id"]):
         assert time.time() < deadline, "the first attempt's W&B run was never flushed"
         time.sleep(0.5)
-    job_id = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
-    subprocess.run([*interrupt, job_id], check=True)
+    # this sweep's job, by its submitit folder: the other tests' jobs may be in the queue too
+    (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
+    subprocess.run([*interrupt, script.parent.name], check=True)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     ref_out, _ = reference.communicate(timeout=600)

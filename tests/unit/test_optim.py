@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 from grokpipe.optim import build_optimizer
 

@@ -6,13 +6,16 @@ import json
 
 import pytest
 import torch
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 from grokpipe.errors import ConfigError
 from grokpipe.outputs import METRIC_FIELDS, load_checkpoint, read_metrics
 from grokpipe.packing import check_packable, group_by_shape
 from grokpipe.train import run
 from grokpipe.train import train as train_packed
+
+# one xdist worker runs the module (pytest -n, --dist loadgroup): three tests share one pack and its single runs
+pytestmark = pytest.mark.xdist_group("packed_pack_and_singles")
 
 BASE = [
     "task.p=23",

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose_cfg, launch, start_run, wait_rows, without_elapsed
-from wandb_files import offline_runs, summary
+from helpers import ROOT, compose_cfg, launch, offline_runs, start_run, summary, wait_rows, without_elapsed
 
 from grokpipe.errors import ConfigError
 from grokpipe.outputs import load_checkpoint, read_metrics
@@ -50,10 +49,15 @@ def long_reference(tmp_path_factory) -> list[dict]:
     return without_elapsed(read_metrics(run_dir / "metrics.csv"))
 
 
+# the tests against long_reference run on one xdist worker (pytest -n, --dist loadgroup), which makes it once
+shares_long_reference = pytest.mark.xdist_group("faults_long_reference")
+
+
 # --- crash-safe state -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
+@shares_long_reference
 def test_repeated_hard_kills_lose_and_repeat_nothing(tmp_path, long_reference):
     run_dir = tmp_path / "run"
     for stop_at in (90, 230, 260, 480):  # 260: killed again before the next checkpoint
@@ -185,6 +189,7 @@ def test_unwritable_wandb_dir_degrades_once(tmp_path):
 
 
 @pytest.mark.slow
+@shares_long_reference
 def test_killed_wandb_helper_never_stops_training(tmp_path, long_reference):
     run_dir = tmp_path / "run"
     proc = start_run(
@@ -246,6 +251,7 @@ def test_read_only_output_dir_is_refused_before_training(small_disk):
 
 
 @pytest.mark.slow
+@shares_long_reference
 def test_disk_filling_mid_run_stops_cleanly_and_resumes(small_disk, long_reference):
     run_dir = small_disk / "run"
     proc = start_run(LONG, run_dir)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import FAST_GROK, compose_cfg, without_elapsed
+from helpers import FAST_GROK, compose_cfg, launch, without_elapsed
 
 from grokpipe.losses import build_loss
 from grokpipe.models import build_model
@@ -145,8 +145,6 @@ def test_auto_engine_is_the_loop_on_cpu_and_a_pack_of_one_on_cuda(monkeypatch):
 
 @pytest.mark.parametrize("extra", [[], ["optim=sgd", "train.batch_size=64"]])
 def test_packed_engine_runs_one_config_like_the_loop(tmp_path, extra):
-    from conftest import launch
-
     loop, packed = tmp_path / "loop", tmp_path / "packed"
     for engine, d in (("loop", loop), ("packed", packed)):
         r = launch([*SHORT, *extra, f"train.engine={engine}", f"hydra.run.dir={d}"], cwd=tmp_path)

@@ -6,9 +6,12 @@ import json
 import signal
 
 import pytest
-from conftest import start_run, wait_rows, without_elapsed
+from helpers import start_run, wait_rows, without_elapsed
 
 from grokpipe.outputs import load_checkpoint, read_metrics
+
+# one xdist worker runs the module (pytest -n, --dist loadgroup): its tests share one reference run
+pytestmark = pytest.mark.xdist_group("resume_reference")
 
 RUN = [
     "model=mlp",

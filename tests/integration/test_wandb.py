@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
-from conftest import FAST_GROK, launch
-from wandb_files import history, offline_runs, summary
+from helpers import FAST_GROK, ROOT, history, launch, offline_runs, summary
 
 from grokpipe.outputs import read_metrics
 from grokpipe.wandb_log import choose_mode, scrub
@@ -23,11 +24,6 @@ def test_offline_run_holds_logged_metrics_and_summary(tmp_path):
     run_dir = tmp_path / "run"
     args = [a for a in FAST_GROK if not a.startswith("logger")] + ["logger=wandb", f"hydra.run.dir={run_dir}"]
     env = _no_credentials(tmp_path)
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     result = subprocess.run(
         [sys.executable, str(ROOT / "launch.py"), *args],
         cwd=tmp_path,
@@ -101,11 +97,6 @@ def test_scrub_drops_secret_keys_at_any_depth():
 
 def test_every_packed_member_has_its_own_live_run(tmp_path):
     """A packed sweep: one process trains three cells, each logs to its own W&B run, side by side."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     sweep = tmp_path / "sw"
     tiny = ["model=mlp", "task.p=23", "train.max_epochs=60", "train.print_every=0", "train.plot=false"]
     args = [*tiny, "logger=wandb", "train.seed=0,1,2", "hydra.sweeper.pack=true", f"hydra.sweep.dir={sweep}"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, launch
+from helpers import ROOT, launch
 from matplotlib.image import imread
 
 from grokpipe.analysis import list_checkpoints
@@ -25,6 +25,9 @@ from grokpipe.llc import (
     estimate_run,
     trace_drift,
 )
+
+# one xdist worker runs the module (pytest -n, --dist loadgroup): the estimates share one training run
+pytestmark = pytest.mark.xdist_group("llc_tiny_run")
 
 TINY = [
     "model=mlp",

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import CONF, compose_cfg
+from helpers import CONF, compose_cfg
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from omegaconf import open_dict

@@ -8,11 +8,14 @@ import re
 
 import pytest
 import torch
-from conftest import compose_cfg
+from helpers import compose_cfg, run_script, script
 from omegaconf import OmegaConf
-from test_results_db import results_root, run_script, script
 
 from grokpipe.tasks import build_task
+
+# the results database, figure and predict tests run on one xdist worker (pytest -n, --dist loadgroup): they
+# read the same two sweeps (the results_root fixture), made once
+pytestmark = pytest.mark.xdist_group("results_sweeps")
 
 LINE = re.compile(
     r"^(?P<q>.+): model says (?P<guess>\d+) \(confidence (?P<conf>[01]\.\d{3})\), "
@@ -21,8 +24,8 @@ LINE = re.compile(
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return results_root(tmp_path_factory)
+def root(results_root):
+    return results_root
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CONF, compose_cfg
+from helpers import CONF, compose_cfg
 
 from grokpipe.models import build_model
 from grokpipe.tasks import TaskSpec

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from helpers import ROOT
 
 ROWS = {"reference", "single", "packed", "bf16", "step_floor", "sweep_1proc_default_threads", "sweep_1proc_1thread"}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_GROK, ROOT, compose_cfg, launch
+from helpers import FAST_GROK, ROOT, compose_cfg, launch
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
@@ -29,6 +29,9 @@ from grokpipe.analysis import (
     top_frequencies,
 )
 from grokpipe.outputs import read_metrics
+
+# one xdist worker runs the module (pytest -n, --dist loadgroup): the end-to-end tests share one grokking run
+pytestmark = pytest.mark.xdist_group("analysis_grokked_run")
 
 P = 59
 FIGURES = ("spectrum.png", "fourier_share.png", "cosine.png", "cosine_matrix.png")

@@ -1,0 +1,175 @@
+"""What the tests share: real configs, real runs of launch.py and the scripts, offline W&B files read back, the
+results sweeps and the SLURM probe. Fixtures live in the conftest.py files; test modules import from here only
+(`tests/` is on sys.path: pytest puts it there for tests/conftest.py)."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# a config that groks in seconds on a CPU: used wherever a test needs a real grokking run
+FAST_GROK = [
+    "model=mlp",
+    "task.p=59",
+    "optim.lr=3e-3",
+    "train.max_epochs=3000",
+    "train.patience=50",
+    "logger=none",
+    "train.plot=false",
+    "train.print_every=0",
+]
+
+# --- configs and runs -------------------------------------------------------------------------------------------
+
+
+def compose_cfg(overrides: list[str] | None = None) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+def without_elapsed(rows: list[dict]) -> list[dict]:
+    """metrics.csv rows without the wall-clock column: what must be identical between two runs."""
+    return [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]
+
+
+def start_run(args: list[str], run_dir: Path, env: dict | None = None) -> subprocess.Popen:
+    """launch.py as a background process on `run_dir` (W&B offline), for a test to interrupt."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), *args, f"hydra.run.dir={run_dir}"],
+        env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
+        cwd=run_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_rows(path: Path, epoch: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    """Until metrics.csv at `path` holds a row of `epoch` or later; fails if `proc` ends first."""
+    from grokpipe.outputs import read_metrics
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and (rows := read_metrics(path)) and rows[-1]["epoch"] >= epoch:
+            return
+        assert proc is None or proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} never reached epoch {epoch}")
+
+
+def launch(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run launch.py for real in a subprocess (outputs land under cwd)."""
+    full_env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def script(name: str):
+    """A script of scripts/ as a module, so tests can call its main() in this process."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *map(str, args)], capture_output=True, text=True
+    )
+
+
+# --- W&B offline files, read back with `wandb leet inspect` as a user would -------------------------------------
+
+
+def offline_runs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def _leet(run: Path, *flags: str) -> str:
+    wandb_bin = Path(sys.executable).with_name("wandb")
+    out = subprocess.run(
+        [str(wandb_bin), "leet", "inspect", *flags, "--json", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return out.stdout
+
+
+def summary(run: Path) -> dict:
+    return json.loads(_leet(run, "--summary"))
+
+
+def history(run: Path) -> list[dict]:
+    records = [json.loads(line) for line in _leet(run).splitlines() if line.strip()]
+    return [r["history"]["item"] for r in records if r["type"] == "history"]
+
+
+# --- the results sweeps: what the results database, figures and predict tests read ------------------------------
+
+TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]
+TINY_GRID = ["model.d_model=8,16", "optim.wd=0.1,1", "train.seed=0,1"]
+# FAST_GROK at a higher lr and no patience: groks by epoch ~600 with val acc 1.0, in a third of the time
+GROK = [o for o in FAST_GROK if not o.startswith(("optim.lr=", "train.patience="))] + [
+    "optim.lr=1e-2",
+    "train.patience=0",
+]
+# two seeds that grok at different epochs, and a cell per seed that fails at run time (no mps on these machines)
+GROK_GRID = ["train.seed=2,3", "train.device=cpu,mps", "+logger.group=fast_grok"]
+
+
+def make_results(root: Path) -> Path:
+    """Two real sweeps under `root`/multirun (tiny: 8 cells; grok: 4 cells, 2 of them failing), made once: a
+    second caller, in this process or another (an xdist worker), waits on the lock and finds them made."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f"{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / ".made").exists():
+            return root
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        sweeps = [
+            ["-m", *TINY, *TINY_GRID, "hydra/launcher=local", f"hydra.sweep.dir={root}/multirun/tiny"],
+            ["-m", *GROK, *GROK_GRID, "hydra/launcher=local", f"hydra.sweep.dir={root}/multirun/grok"],
+        ]
+        with ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(lambda args: launch(args, cwd=root), sweeps))
+        assert done[0].returncode == 0, done[0].stderr[-3000:]
+        assert done[1].returncode == 1, done[1].stderr[-3000:]  # the mps cells fail, as intended
+        (root / ".made").touch()
+    return root
+
+
+# --- SLURM ------------------------------------------------------------------------------------------------------
+
+
+def cluster_answers() -> bool:
+    """Whether a SLURM controller answers with a usable node (scripts/slurm_up.sh starts one)."""
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout
+    except subprocess.TimeoutExpired:
+        return False
+    return any(s.strip("*~#") in ("idle", "mixed", "allocated", "completing") for s in out.split())
