@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from grokpipe.errors import ConfigError
@@ -189,11 +188,3 @@ class RunRecord:
         if self.logger is not None:
             self.logger.finish({"status": "failed"}, exit_code=1)
             self.logger = None
-
-
-def param_bytes(stack) -> int:
-    return stack.flat[0].numel() * stack.flat.element_size()
-
-
-def shuffle_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)

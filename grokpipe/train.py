@@ -23,7 +23,7 @@ from grokpipe.optim import build_optimizer
 from grokpipe.outputs import StorageError, set_rng_state
 from grokpipe.packing import check_packable
 from grokpipe.progress_bar import ProgressBar
-from grokpipe.run_record import RunRecord, param_bytes, read_summary, shuffle_generator
+from grokpipe.run_record import RunRecord, read_summary
 from grokpipe.signals import StopRequest
 from grokpipe.stack import GraphedStep, make_stack
 from grokpipe.stopping import StoppingRule
@@ -113,7 +113,7 @@ class Loop:
         self.measures = build_measures(cfg.measures, self.task)
         self.fields = columns(self.measures)
         self.n_params = self.stack.flat.shape[1]
-        self.shuffles = [shuffle_generator(r.cfg.train.seed) for r in records]
+        self.shuffles = [torch.Generator().manual_seed(r.cfg.train.seed) for r in records]
         for i, ckpt in enumerate(ckpts):
             if ckpt is not None:
                 self.stack.load_member(i, ckpt["model"])
@@ -123,13 +123,14 @@ class Loop:
                     set_rng_state(ckpt["rng"])
         self.rule = StoppingRule(self.task, tc.grok_window, [r.cfg.train.patience for r in records], device)
         for i, rec in enumerate(records):
-            rec.open(start, self.fields, param_bytes(self.stack), concurrent=len(records) > 1)
+            rec.open(start, self.fields, self.n_params * self.stack.flat.element_size(), concurrent=len(records) > 1)
             self.rule.replay(i, rec.metrics.rows)  # the rule's state is derived from the rows already written
         self.active = (self.rule.stop_epoch < 0).view(-1, 1).clone()
         stack = lambda name: torch.stack([getattr(s, name) for s in splits])  # noqa: E731
         self.x = {"train": stack("train_x"), "val": stack("val_x")}
         self.y = {"train": stack("train_y"), "val": stack("val_y")}
-        graphed = device.type == "cuda" and vmap and tc.cuda_graph and self._full_batch()
+        self.full_batch = tc.batch_size is None or tc.batch_size >= self.y["train"].shape[1]
+        graphed = device.type == "cuda" and vmap and tc.cuda_graph and self.full_batch
         # a CUDA graph needs autocast's cast cache off
         self.autocast = torch.autocast(
             device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16", cache_enabled=False if graphed else None
@@ -137,9 +138,6 @@ class Loop:
         self.graphed_step = GraphedStep(self.stack.zero_grad, self._full_body, enabled=graphed)
         if start:
             print(f"resuming {_who(records)} from epoch {start}", flush=True)
-
-    def _full_batch(self) -> bool:
-        return self.tc.batch_size is None or self.tc.batch_size >= self.y["train"].shape[1]
 
     # ---------------------------------------------------------------- the step: no logging, no I/O, no config
     def _body(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -152,7 +150,7 @@ class Loop:
         self._body(self.x["train"], self.y["train"])
 
     def epoch(self) -> None:
-        if self._full_batch():
+        if self.full_batch:
             self.graphed_step()
             return
         order = torch.stack([torch.randperm(self.y["train"].shape[1], generator=g) for g in self.shuffles])
@@ -175,9 +173,8 @@ class Loop:
         nan = torch.full((self.stack.m,), float("nan"), dtype=torch.float64, device=self.device)
         row = {}
         for measure in self.measures:
-            due = k % measure.every == 0
-            values = measure(ev) if due else {}
-            row.update({c: values[c].double() if due else nan for c in measure.columns})
+            values = measure(ev) if k % measure.every == 0 else {}
+            row.update({c: values[c].double() if c in values else nan for c in measure.columns})
         return row
 
     # ---------------------------------------------------------------- the lifecycle around it
