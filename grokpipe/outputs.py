@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import json
 import os
 import random
@@ -34,20 +35,46 @@ class StorageError(OSError):
     """The output dir cannot take what the run must write (unwritable, full, over quota)."""
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through a temp file, fsync, then rename: a kill leaves the old file or the new one, never half."""
+def atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
+    """Write through a temp file, fsync, then rename: a kill or a full disk at any byte leaves the old file or the
+    new one, never half. With `keep_previous`, the old file is kept under that name (a hard link, so `path`
+    itself names a whole file at every moment) once the new one is safely on disk."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if keep_previous is not None and path.exists():
+            _keep(path, keep_previous)
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-            raise StorageError(exc.errno, f"no space left writing {path}: {exc.strerror}") from exc
+        if _no_space(exc):
+            raise StorageError(errno.ENOSPC, f"no space left writing {path}: {os.strerror(errno.ENOSPC)}") from exc
         raise
+
+
+def _keep(path: Path, previous: Path) -> None:
+    """`previous` becomes the file `path` names now, while `path` stays in place."""
+    link = previous.with_name(f".{previous.name}.tmp")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(path, link)
+    except OSError:  # a file system without hard links: a copy (its own error if the disk is full)
+        shutil.copyfile(path, link)
+    os.replace(link, previous)
+
+
+def _no_space(exc: BaseException) -> bool:
+    """A full disk or quota, however the writer reported it (torch.save wraps the OSError in a RuntimeError)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return True
+        if isinstance(exc, RuntimeError) and "file write failed" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def check_storage(run_dir: Path, need_bytes: int) -> None:
@@ -78,7 +105,7 @@ class MetricsLog:
         self.rows = read_metrics(path) if resume_epoch and path.exists() else []
         self.rows = [{k: r.get(k) for k in self.fields} for r in self.rows if r["epoch"] <= resume_epoch]
         atomic_write(path, lambda fh: fh.write(self._render(self.rows, header=True).encode()))
-        self._fh = open(path, "a", newline="")
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     def _render(self, rows: list[dict], header: bool) -> str:
         lines = [",".join(self.fields)] if header else []
@@ -86,20 +113,24 @@ class MetricsLog:
         return "".join(line + "\n" for line in lines)
 
     def append(self, row: dict) -> None:
+        """One row, whole or not at all: a write the disk cannot take is cut back off, so the file never ends in
+        half a row."""
+        data = self._render([row], header=False).encode()
+        size = os.fstat(self._fd).st_size
         try:
-            self._fh.write(self._render([row], header=False))
-            self._fh.flush()
+            while data:
+                data = data[os.write(self._fd, data) :]
         except OSError as exc:
+            os.ftruncate(self._fd, size)
             if exc.errno in NO_SPACE:
                 raise StorageError(exc.errno, f"no space left writing {self.path}: {exc.strerror}") from exc
             raise
         self.rows.append(row)
 
     def close(self) -> None:
-        try:
-            self._fh.close()
-        except OSError:  # a full disk can refuse the final flush; the rows that reached disk stay readable
-            pass
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _fmt(v) -> str:
@@ -110,14 +141,19 @@ def _fmt(v) -> str:
 
 def read_metrics(path: Path) -> list[dict]:
     """metrics.csv as a list of dicts over its header's columns (epoch int, the rest float; an empty cell, a
-    measure not computed at that evaluation, is None). A torn last line is dropped."""
+    measure not computed at that evaluation, is None). A last line without its newline was torn by a kill during
+    an append and is dropped; any other line that is not a row is damage and raises ValueError naming it."""
+    text = Path(path).read_text()
+    torn = bool(text) and not text.endswith("\n")
+    records = list(csv.DictReader(io.StringIO(text.rsplit("\n", 1)[0] + "\n" if torn else text)))
     rows = []
-    with open(path, newline="") as fh:
-        for r in csv.DictReader(fh):
-            try:
-                rows.append({k: int(v) if k == "epoch" else (None if v == "" else float(v)) for k, v in r.items()})
-            except (TypeError, ValueError):  # a short (torn) line gives None cells, a cut number a ValueError
-                break
+    for n, r in enumerate(records):
+        try:
+            if None in r or None in r.values():
+                raise ValueError("wrong number of fields")
+            rows.append({k: int(v) if k == "epoch" else (None if v == "" else float(v)) for k, v in r.items()})
+        except ValueError as exc:
+            raise ValueError(f"{path}: line {n + 2} is not a metrics row ({exc})") from None
     return rows
 
 
@@ -150,10 +186,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def save_latest(path: Path, state: dict) -> None:
-    """Write checkpoints/last.pt, keeping the previous one as last.prev.pt until the new one is safe."""
-    if path.exists():
-        os.replace(path, path.with_name("last.prev.pt"))
-    save_checkpoint(path, state)
+    """Write checkpoints/last.pt; the one it replaces becomes last.prev.pt only once the new one is safe, so a
+    failure at any byte of the write leaves last.pt as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: torch.save(state, fh), keep_previous=path.with_name("last.prev.pt"))
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:

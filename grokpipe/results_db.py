@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sqlite3
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -278,7 +279,11 @@ def read_run(run_dir: Path, root: Path, experiments: dict[Path | None, str] | No
             summary = json.loads(summary_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             summary = {"status": "unreadable", "error": f"summary.json: {exc}"}
-    metrics = read_metrics(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else []
+    try:
+        metrics = read_metrics(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else []
+    except ValueError as exc:  # a damaged file: the run's row from its summary, its curve left out
+        print(f"warning: {exc}; its metrics are left out", file=sys.stderr)
+        metrics = []
 
     rid = run_id(run_dir, root)
     hyper = _from_config(cfg) if cfg is not None else dict.fromkeys(HYPER_COLUMNS)

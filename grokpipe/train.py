@@ -222,11 +222,9 @@ class Loop:
             for rec in records:
                 rec.abandon()
             saved = min(r.saved_epoch for r in records)
-            raise StorageError(
-                exc.errno,
-                f"{exc.strerror}; run stopped at epoch {epoch}, last good checkpoint: "
-                f"checkpoints/last.pt (epoch {saved})",
-            ) from exc
+            where = records[0].ckpt_dir / "last.pt" if len(records) == 1 else "each member's checkpoints/last.pt"
+            kept = f"last good checkpoint: {where} (epoch {saved})" if saved else "no checkpoint yet: it starts over"
+            raise StorageError(exc.errno, f"{exc.strerror}; run stopped at epoch {epoch}, {kept}") from exc
         except BaseException:
             for rec in records:
                 rec.abandon()

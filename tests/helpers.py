@@ -46,6 +46,42 @@ def without_elapsed(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]
 
 
+def checked_rows(path: Path, epochs: list[int] | None = None) -> list[dict]:
+    """metrics.csv read back strictly: every raw line is its header or a parsed row (nothing torn, nothing dropped),
+    epochs unique and evenly spaced from the first evaluation, and equal to `epochs` when given."""
+    from grokpipe.outputs import read_metrics
+
+    lines = path.read_text().splitlines()
+    rows = read_metrics(path)
+    assert len(lines) == len(rows) + 1, f"{path}: {len(lines)} lines for {len(rows)} rows and a header"
+    got = [r["epoch"] for r in rows]
+    assert len(set(got)) == len(got), f"{path}: repeated epochs in {got}"
+    if len(got) > 1:
+        step = got[0]
+        assert got == list(range(step, got[-1] + 1, step)), f"{path}: epochs not contiguous: {got}"
+    if epochs is not None:
+        assert got == epochs, f"{path}: epochs {got}, expected {epochs}"
+    return rows
+
+
+def assert_same_rows(path: Path, reference: list[dict]) -> list[dict]:
+    """metrics.csv at `path` is whole (checked_rows) and, elapsed aside, identical to an uninterrupted run's rows."""
+    rows = checked_rows(path, [r["epoch"] for r in reference])
+    assert without_elapsed(rows) == without_elapsed(reference)
+    return rows
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root`, by relative path: what a rerun must leave unchanged."""
+    import hashlib
+
+    return {
+        str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(root.rglob("*"))
+        if f.is_file()
+    }
+
+
 def start_run(args: list[str], run_dir: Path, env: dict | None = None) -> subprocess.Popen:
     """launch.py as a background process on `run_dir` (W&B offline), for a test to interrupt."""
     return subprocess.Popen(

@@ -1,20 +1,36 @@
-"""Fault injection: real processes, signals, damaged files, full and read-only disks, W&B failures and
-dying workers. Every fault ends with zero lost or repeated metrics rows and a clear message."""
+"""Fault injection: real processes, signals, damaged files, full and read-only disks, diverging runs and dying
+workers. Every fault ends with a whole metrics.csv (no row lost, repeated or torn) equal to a run that never saw
+the fault, and one clear message. W&B faults are in test_wandb_faults.py, SLURM ones in tests/cluster."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, compose_cfg, launch, offline_runs, start_run, summary, wait_rows, without_elapsed
+import torch
+from helpers import (
+    ROOT,
+    assert_same_rows,
+    checked_rows,
+    compose_cfg,
+    file_hashes,
+    launch,
+    offline_runs,
+    start_run,
+    summary,
+    wait_rows,
+    without_elapsed,
+)
 
 from grokpipe.errors import ConfigError
-from grokpipe.outputs import load_checkpoint, read_metrics
+from grokpipe.outputs import MetricsLog, StorageError, load_checkpoint, read_metrics, save_latest
 from grokpipe.train import run
 
 SHORT = [
@@ -46,7 +62,7 @@ def long_reference(tmp_path_factory) -> list[dict]:
     run_dir = tmp_path_factory.mktemp("ref") / "run"
     proc = start_run(LONG, run_dir)
     assert proc.wait(timeout=300) == 0
-    return without_elapsed(read_metrics(run_dir / "metrics.csv"))
+    return read_metrics(run_dir / "metrics.csv")
 
 
 # the tests against long_reference run on one xdist worker (pytest -n, --dist loadgroup), which makes it once
@@ -56,20 +72,53 @@ shares_long_reference = pytest.mark.xdist_group("faults_long_reference")
 # --- crash-safe state -------------------------------------------------------------------------------------------
 
 
+def _kill_at(run_dir: Path, epoch: int) -> tuple[int, int]:
+    """Launch on `run_dir`, SIGKILL once metrics.csv reaches `epoch`: (last row's epoch, last.pt's epoch) left."""
+    proc = start_run(LONG, run_dir)
+    wait_rows(run_dir / "metrics.csv", epoch, proc)
+    proc.kill()
+    proc.wait()
+    last_row = read_metrics(run_dir / "metrics.csv")[-1]["epoch"]
+    return last_row, load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
+
+
 @pytest.mark.slow
 @shares_long_reference
 def test_repeated_hard_kills_lose_and_repeat_nothing(tmp_path, long_reference):
     run_dir = tmp_path / "run"
-    for stop_at in (90, 230, 260, 480):  # 260: killed again before the next checkpoint
-        proc = start_run(LONG, run_dir)
-        wait_rows(run_dir / "metrics.csv", stop_at, proc)
-        proc.kill()
-        proc.wait()
-        assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] % 50 == 0
+    # 230: killed again before the resumed run reaches its next checkpoint, so it resumes from 200 twice
+    for stop_at, checkpoint in ((60, 50), (210, 200), (230, 200), (460, 450)):
+        last_row, saved = _kill_at(run_dir, stop_at)
+        assert saved == checkpoint and last_row > saved  # rows past the checkpoint: the resume must drop them
     proc = start_run(LONG, run_dir)
-    assert proc.wait(timeout=300) == 0
-    rows = read_metrics(run_dir / "metrics.csv")
-    assert without_elapsed(rows) == long_reference and len({r["epoch"] for r in rows}) == len(rows) == 60
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "resuming" in out and "from epoch 450" in out
+    assert_same_rows(run_dir / "metrics.csv", long_reference)
+
+
+@pytest.mark.slow
+@shares_long_reference
+def test_sigterm_checkpoints_where_it_stops_and_resumes(tmp_path, long_reference):
+    run_dir = tmp_path / "run"
+    proc = start_run(LONG, run_dir)
+    wait_rows(run_dir / "metrics.csv", 120, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    done = json.loads((run_dir / "summary.json").read_text())
+    assert done["status"] == "interrupted" and state["status"] == "interrupted"
+    # saved at the epoch it stopped, not at the last multiple of latest_every
+    assert state["epoch"] == done["epochs_run"] >= 120
+    assert f"interrupted at epoch {state['epoch']}: checkpoint saved, resume by launching on {run_dir}" in out
+    assert checked_rows(run_dir / "metrics.csv")[-1]["epoch"] <= state["epoch"]
+    proc = start_run(LONG, run_dir)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"from epoch {state['epoch']}" in out
+    assert_same_rows(run_dir / "metrics.csv", long_reference)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -82,9 +131,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_one_before(tmp_path, damage,
     resumed = run(compose_cfg([*SHORT, "train.max_epochs=60", "train.latest_every=20"]), tmp_path / "hurt")
     err = capsys.readouterr().err
     assert "unreadable checkpoint last.pt" in err and "resuming from last.prev.pt (epoch 40)" in err
-    assert without_elapsed(read_metrics(tmp_path / "hurt" / "metrics.csv")) == without_elapsed(
-        read_metrics(tmp_path / "straight" / "metrics.csv")
-    )
+    assert_same_rows(tmp_path / "hurt" / "metrics.csv", read_metrics(tmp_path / "straight" / "metrics.csv"))
     assert resumed["final_val_acc"] == straight["final_val_acc"]
 
 
@@ -121,8 +168,9 @@ def test_divergence_ends_the_run_as_diverged_and_the_sweep_goes_on(tmp_path):
     assert fine["status"] == "completed" and fine["epochs_run"] == 200
     assert blown["status"] == "diverged" and blown["epochs_run"] < 200 and not blown["grokked"]
     assert summary(offline_runs(sweep / "1")[0])["summary"]["status"] == "diverged"
-    rows = read_metrics(sweep / "1" / "metrics.csv")
-    assert rows[-1]["epoch"] == blown["epochs_run"] and len(rows) == blown["epochs_run"] // 10
+    checked_rows(sweep / "0" / "metrics.csv", list(range(10, 201, 10)))
+    # every evaluation up to the one that found the loss non-finite, once
+    checked_rows(sweep / "1" / "metrics.csv", list(range(10, blown["epochs_run"] + 1, 10)))
 
 
 def test_a_diverging_run_alone_ends_diverged_with_its_finite_curves_and_no_traceback(tmp_path):
@@ -143,67 +191,7 @@ def test_a_diverging_run_alone_ends_diverged_with_its_finite_curves_and_no_trace
     done = json.loads((run_dir / "summary.json").read_text())
     assert done["status"] == "diverged" and done["epochs_run"] < 100 and not done["grokked"]
     assert (run_dir / "curves.png").stat().st_size > 5_000
-    assert read_metrics(run_dir / "metrics.csv")[-1]["epoch"] == done["epochs_run"]
-
-
-# --- logging faults ---------------------------------------------------------------------------------------------
-
-
-def _assert_ran_without_wandb(r, run_dir: Path, epochs: int) -> None:
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stderr.count("warning: W&B") == 1, r.stderr
-    rows = read_metrics(run_dir / "metrics.csv")
-    assert [x["epoch"] for x in rows] == list(range(10, epochs + 1, 10))
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
-
-
-@pytest.mark.slow
-def test_invalid_key_and_unreachable_host_degrade_once(tmp_path):
-    run_dir = tmp_path / "run"
-    env = {
-        "WANDB_MODE": "online",
-        "WANDB_API_KEY": "0" * 40,
-        "WANDB_BASE_URL": "http://127.0.0.1:9",
-        "HOME": str(tmp_path),
-    }
-    r = launch(
-        [*SHORT, "train.max_epochs=50", "logger=wandb", "logger.init_timeout=5", f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    _assert_ran_without_wandb(r, run_dir, 50)
-    assert "0" * 40 not in r.stdout + r.stderr
-
-
-def test_unwritable_wandb_dir_degrades_once(tmp_path):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "wandb").write_text("a file where W&B wants its dir")
-    r = launch(
-        [*SHORT, "train.max_epochs=50", "logger=wandb", f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env={"HOME": str(tmp_path)},
-    )
-    _assert_ran_without_wandb(r, run_dir, 50)
-
-
-@pytest.mark.slow
-@shares_long_reference
-def test_killed_wandb_helper_never_stops_training(tmp_path, long_reference):
-    run_dir = tmp_path / "run"
-    proc = start_run(
-        [*LONG[:-3], "logger=wandb", "train.plot=false", "train.print_every=0"], run_dir, env={"HOME": str(tmp_path)}
-    )
-    wait_rows(run_dir / "metrics.csv", 100, proc)
-    helpers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert helpers, "no W&B helper process found"
-    for pid in helpers:
-        os.kill(int(pid), signal.SIGKILL)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-2000:]
-    assert err.count("warning: W&B") <= 1
-    assert without_elapsed(read_metrics(run_dir / "metrics.csv")) == long_reference
+    checked_rows(run_dir / "metrics.csv", list(range(10, done["epochs_run"] + 1, 10)))
 
 
 # --- storage faults ---------------------------------------------------------------------------------------------
@@ -250,39 +238,132 @@ def test_read_only_output_dir_is_refused_before_training(small_disk):
     assert r.stderr.strip().splitlines()[-1] == f"error: output dir {run_dir} is not writable: Read-only file system"
 
 
-@pytest.mark.slow
-@shares_long_reference
-def test_disk_filling_mid_run_stops_cleanly_and_resumes(small_disk, long_reference):
-    run_dir = small_disk / "run"
-    proc = start_run(LONG, run_dir)
-    wait_rows(run_dir / "metrics.csv", 120, proc)
-    filler = small_disk / "filler"
-    with open(filler, "wb") as fh:  # take every byte left
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-        except OSError:
-            pass
+def _fill(disk: Path, leave: int = 0) -> Path:
+    """Take every byte of `disk` but about `leave` (unbuffered, so nothing is left to flush when it is full)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        want = max(shutil.disk_usage(disk).free - leave, 0)
+        while want > 0:
+            try:
+                want -= os.write(fd, b"\0" * min(want, 1 << 16))
+            except OSError:
+                break
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _stopped_for_space(proc: subprocess.Popen, run_dir: Path, written: str) -> tuple[int, int]:
+    """The run stopped with exit 3 and one stderr line naming the file it could not write and a last good
+    checkpoint that exists and loads at the epoch it names: (epoch it stopped at, that checkpoint's epoch)."""
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
-    line = err.strip().splitlines()[-1]
-    assert line.startswith("error: no space left writing") and "last good checkpoint" in line
-    good = load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
-    assert f"(epoch {good})" in line
+    (line,) = err.strip().splitlines()
+    last = run_dir / "checkpoints" / "last.pt"
+    m = re.fullmatch(
+        rf"error: no space left writing {re.escape(str(run_dir / written))}: No space left on device; "
+        rf"run stopped at epoch (\d+), last good checkpoint: {re.escape(str(last))} \(epoch (\d+)\)",
+        line,
+    )
+    assert m, line
+    assert load_checkpoint(last)["epoch"] == int(m[2])
+    assert not list(run_dir.rglob("*.tmp")), "a temp file was left behind"
+    return int(m[1]), int(m[2])
+
+
+@pytest.mark.parametrize("room", [0, 1, 4096, 65536, 262144])
+def test_a_checkpoint_write_failing_at_any_byte_leaves_the_last_one_whole(small_disk, room):
+    last = small_disk / "checkpoints" / "last.pt"
+    save_latest(last, {"model": torch.arange(1000.0), "optimizer": {}, "epoch": 1})
+    save_latest(last, {"model": torch.arange(1000.0), "optimizer": {}, "epoch": 2})
+    filler = _fill(small_disk, leave=room)
+    with pytest.raises(StorageError) as refused:
+        save_latest(last, {"model": torch.zeros(300_000), "optimizer": {}, "epoch": 3})  # 1.2 MB: never fits
+    assert refused.value.strerror == f"no space left writing {last}: No space left on device"
+    assert load_checkpoint(last)["epoch"] == 2 and load_checkpoint(last.with_name("last.prev.pt"))["epoch"] == 1
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.prev.pt", "last.pt"]
+    filler.unlink()
+    save_latest(last, {"model": torch.zeros(300_000), "optimizer": {}, "epoch": 3})
+    assert load_checkpoint(last)["epoch"] == 3 and load_checkpoint(last.with_name("last.prev.pt"))["epoch"] == 2
+
+
+def test_metrics_rows_are_whole_or_absent_and_damage_is_named(tmp_path):
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path, ("epoch", "train_loss", "elapsed"))
+    for epoch in (10, 20):
+        log.append({"epoch": epoch, "train_loss": 1.5, "elapsed": 0.25})
+    log.close()
+    whole = path.read_text()
+    path.write_text(whole + "30,1.4")  # a kill during the append: the torn last line is dropped
+    assert [r["epoch"] for r in read_metrics(path)] == [10, 20]
+    path.write_text(whole.replace("20,1.5,0.25", "20,1.5"))  # a short line before the last is damage
+    with pytest.raises(ValueError, match=r"metrics.csv: line 3 is not a metrics row"):
+        read_metrics(path)
+    path.write_text(whole.replace("10,1.5", "1x,1.5"))
+    with pytest.raises(ValueError, match=r"line 2 is not a metrics row"):
+        read_metrics(path)
+
+
+@pytest.mark.slow
+@shares_long_reference
+def test_disk_filling_during_a_metrics_append_stops_cleanly_and_resumes(small_disk, long_reference):
+    # a row every epoch and a checkpoint every 100: metrics.csv needs a new page of the disk (about 70 rows) before
+    # the next checkpoint is due, so on a full disk the append is what fails
+    every_epoch = [o for o in LONG if not o.startswith("train.latest_every=")] + [
+        "train.eval_every=1",
+        "train.latest_every=100",
+    ]
+    run_dir = small_disk / "run"
+    proc = start_run(every_epoch, run_dir)
+    wait_rows(run_dir / "metrics.csv", 105, proc)
+    filler = _fill(small_disk)
+    stopped, saved = _stopped_for_space(proc, run_dir, "metrics.csv")
+    assert saved == 100 and 105 < stopped < 200
+    # the row that did not fit was cut off whole: every line left is a row, up to the epoch before
+    checked_rows(run_dir / "metrics.csv", list(range(1, stopped)))
+    filler.unlink()
+    proc = start_run(every_epoch, run_dir)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "from epoch 100" in out
+    rows = checked_rows(run_dir / "metrics.csv", list(range(1, 601)))
+    # evaluating every epoch changes nothing of the training: every tenth row is the reference's
+    tenth = [r for r in rows if r["epoch"] % 10 == 0]
+    assert without_elapsed(tenth) == without_elapsed(long_reference)
+
+
+@pytest.mark.slow
+@shares_long_reference
+def test_disk_filling_during_a_checkpoint_write_keeps_the_last_good_one(small_disk, long_reference):
+    run_dir = small_disk / "run"
+    proc = start_run(LONG, run_dir)
+    wait_rows(run_dir / "metrics.csv", 110, proc)
+    size = (run_dir / "checkpoints" / "last.pt").stat().st_size
+    # room for many metrics rows but half a checkpoint: the next last.pt write fails partway through
+    filler = _fill(small_disk, leave=size // 2)
+    stopped, saved = _stopped_for_space(proc, run_dir, "checkpoints/last.pt")
+    assert stopped % 50 == 0 and saved == stopped - 50
+    assert load_checkpoint(run_dir / "checkpoints" / "last.prev.pt")["epoch"] == saved - 50
+    rows = checked_rows(run_dir / "metrics.csv")
+    assert rows[-1]["epoch"] == stopped  # the rows up to the failed write reached the disk; the resume drops them
     filler.unlink()
     proc = start_run(LONG, run_dir)
-    assert proc.wait(timeout=300) == 0, proc.communicate()
-    rows = read_metrics(run_dir / "metrics.csv")
-    assert without_elapsed(rows) == long_reference
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"from epoch {saved}" in out
+    assert_same_rows(run_dir / "metrics.csv", long_reference)
 
 
 # --- cluster faults (local workers; SLURM ones are in test_slurm.py) ---------------------------------------------
 
 
 @pytest.mark.slow
-def test_killed_worker_is_reported_and_a_rerun_finishes_only_what_is_left(tmp_path):
+@shares_long_reference
+def test_killed_worker_is_reported_and_a_rerun_finishes_only_what_is_left(tmp_path, long_reference):
     sweep = tmp_path / "sw"
-    args = ["-m", *LONG, "train.max_epochs=300", "train.seed=0,1", "hydra/launcher=local", f"hydra.sweep.dir={sweep}"]
+    # cell 1 is seed 0, the reference run's seed: its resumed rows must equal the reference's first 300 epochs
+    args = ["-m", *LONG, "train.max_epochs=300", "train.seed=1,0", "hydra/launcher=local", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "launch.py"), *args],
         cwd=tmp_path,
@@ -300,13 +381,14 @@ def test_killed_worker_is_reported_and_a_rerun_finishes_only_what_is_left(tmp_pa
     )
     os.kill(int(victim), signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
+    last_row = read_metrics(sweep / "1" / "metrics.csv")[-1]["epoch"]
+    assert last_row > load_checkpoint(sweep / "1" / "checkpoints" / "last.pt")["epoch"]
     assert proc.returncode == 1, out[-2000:] + err[-2000:]
     assert (sweep / "1" / "summary.json").exists(), out[-3000:] + err[-3000:]
     cell = json.loads((sweep / "1" / "summary.json").read_text())
     assert cell["status"] == "failed" and "killed by SIGKILL" in cell["error"]
     assert "cell 1 failed: worker process killed by SIGKILL" in out
-    done = sweep / "0" / "metrics.csv"
-    before = done.stat().st_mtime_ns
+    before = file_hashes(sweep / "0")
     r = subprocess.run(
         [sys.executable, str(ROOT / "launch.py"), *args],
         cwd=tmp_path,
@@ -316,10 +398,9 @@ def test_killed_worker_is_reported_and_a_rerun_finishes_only_what_is_left(tmp_pa
         timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert done.stat().st_mtime_ns == before  # the finished cell was not run again
-    for i in (0, 1):
-        rows = read_metrics(sweep / str(i) / "metrics.csv")
-        assert [x["epoch"] for x in rows] == list(range(10, 301, 10))
+    assert file_hashes(sweep / "0") == before  # the finished cell was not run again: every byte unchanged
+    checked_rows(sweep / "0" / "metrics.csv", list(range(10, 301, 10)))
+    assert_same_rows(sweep / "1" / "metrics.csv", long_reference[:30])
     assert "sweep summary (2 cells, 0 failed)" in r.stdout
 
 
