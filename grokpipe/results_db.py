@@ -281,8 +281,8 @@ def read_run(run_dir: Path, root: Path, experiments: dict[Path | None, str] | No
             summary = {"status": "unreadable", "error": f"summary.json: {exc}"}
     try:
         metrics = read_metrics(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else []
-    except ValueError as exc:  # a damaged file: the run's row from its summary, its curve left out
-        print(f"warning: {exc}; its metrics are left out", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # damaged or not a file: the run's row from its summary, no curve
+        print(f"warning: {run_dir / 'metrics.csv'} left out: {exc}", file=sys.stderr)
         metrics = []
 
     rid = run_id(run_dir, root)
