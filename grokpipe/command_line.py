@@ -16,18 +16,30 @@ def group_options(conf_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
+def group_defaults(conf_dir: Path) -> dict:
+    """Each group's entry in the primary config's defaults list: an option, a list of options (measures), or null."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.to_container(OmegaConf.load(conf_dir / "config.yaml")).get("defaults", [])
+    return {k: v for d in defaults if isinstance(d, dict) for k, v in d.items() if not k.startswith("override ")}
+
+
 def check_group_choices(args: list[str], conf_dir: Path) -> None:
-    """Every `group=option` (and each option of a list or a comma sweep) names a YAML in conf/<group>/."""
+    """Every `group=option` (and each option of a list or a comma sweep) names a YAML in conf/<group>/ (null fails
+    in Hydra with a traceback: `~group` leaves an optional group out); a list only where the default is a list."""
     for arg in args:
         match = CHOICE.match(arg)
         if not match or not (conf_dir / match["group"]).is_dir():
             continue
         group, value = match["group"], match["value"].strip()
-        if value in ("", "null") or "(" in value or "$" in value:  # null, Hydra's sweep functions, interpolations
+        if value == "" or "(" in value or "$" in value:  # Hydra's sweep functions, interpolations
             continue
         options = group_options(conf_dir, group)
-        for choice in value.strip("[]").split(","):
-            choice = choice.strip().strip("'\"")
+        # a list where one option goes: Hydra would merge the options, the last one winning
+        if value.startswith("[") and not isinstance(group_defaults(conf_dir).get(group), list):
+            fail(f"{group}={value} is not allowed: a single option, one of {', '.join(options)} (conf/{group}/)")
+        for choice in value.split(","):
+            choice = choice.strip().strip("[]").strip("'\"")
             if choice and choice != "..." and choice not in options:
                 fail(f"{group}={choice} is not allowed: one of {', '.join(options)} (conf/{group}/)")
 
@@ -50,10 +62,14 @@ def check_composes(args: list[str], conf_dir: Path) -> None:
 
 def one_line(exc: Exception) -> str:
     """Hydra's multi-line message as one line, naming the key where Hydra names one."""
-    text = str(exc)
+    text, cause = str(exc), str(exc.__cause__ or "")
+    full_key = re.search(r"full_key: (\S+)", cause)
     if match := re.match(r"Could not override '([^']+)'", text):
-        key = match[1]
+        key = full_key[1] if full_key else match[1]  # a mapping's value may bring the key that is not there
         return f"{key} is not allowed: the config has no such key (see `python launch.py --cfg job`)"
+    merging, kind = re.match(r"Error merging override ([^=]+)=(.*)", text), re.search(r"object_type=(\w+)", cause)
+    if merging and kind:  # a list where a mapping goes, or the other way round
+        return f"{merging[1]}={merging[2]} is not allowed: must be a {'mapping' if kind[1] == 'dict' else 'list'} here"
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 

@@ -23,9 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# the columns of the default measures (conf/measures: loss, task_metrics, weight_norm, lr); a run's own columns
+# the columns of the default measures on a modular (a + b) task (conf/config.yaml); a run's own columns
 # follow from its enabled measures (grokpipe.measures.columns)
-METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc", "weight_norm", "lr", "elapsed")
+METRIC_FIELDS = (
+    "epoch", "train_loss", "val_loss", "train_acc", "val_acc", "weight_norm", "lr", "fourier_gini", "fourier_n_key",
+    "fourier_key1", "fourier_key2", "fourier_key3", "embed_erank", "sc_share", "zero_loss_share", "restricted_loss",
+    "excluded_loss", "elapsed",
+)  # fmt: skip
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

@@ -3,6 +3,7 @@
 Tables  experiments  one row per experiment group (the sweep/preset group): what is fixed, what is swept
         runs         one denormalised row per run dir: status, grok/memorise epochs, hyperparameters, fingerprint
         metrics      every metrics.csv row, PRIMARY KEY (run_id, epoch), WITHOUT ROWID
+        crossings    per run and thresholded measure: the epoch it first crossed, and its lead over the grok
         builds       one row per build or update: when, from where, what changed
 Views   run_summary, ratio_sweep_stats, phase_boundary, experiment_overview (see docs/results.md)
 
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from grokpipe.outputs import read_metrics
 from grokpipe.sweep import SUCCESS, run_group, sweep_group
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a measure's column, safe as an SQL name
 # dirs below a run dir or a sweep dir that never hold runs: skipped by the walk
 SKIP_DIRS = {"checkpoints", "wandb", "figures", "__pycache__"}
@@ -92,6 +93,13 @@ CREATE INDEX runs_wd_ratio ON runs (wd, ratio);
 CREATE TABLE metrics (
     run_id TEXT NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL,
     weight_norm REAL, lr REAL, elapsed REAL, PRIMARY KEY (run_id, epoch)
+) WITHOUT ROWID;
+
+-- per run and thresholded measure column: the first epoch it crossed its threshold (NULL: never), and how many
+-- epochs before the grok that was (hidden_progress; NULL if either is missing)
+CREATE TABLE crossings (
+    run_id TEXT NOT NULL, measure TEXT NOT NULL, epoch INTEGER, hidden_progress INTEGER,
+    PRIMARY KEY (run_id, measure)
 ) WITHOUT ROWID;
 
 CREATE VIEW run_summary AS
@@ -315,6 +323,9 @@ def read_run(run_dir: Path, root: Path, experiments: dict[Path | None, str] | No
         "run_dir": str(run_dir),
         "config": _config_json(cfg),
         "fingerprint": fingerprint(run_dir),
+        # not runs columns: the crossings table's rows
+        "crossed": summary.get("crossed") if isinstance(summary.get("crossed"), dict) else None,
+        "hidden_progress": summary.get("hidden_progress") if isinstance(summary.get("hidden_progress"), dict) else None,
     }
     return row, [{"run_id": rid, **m} for m in metrics]
 
@@ -341,6 +352,12 @@ def _insert_run(con: sqlite3.Connection, row: dict, metrics: list[dict], generat
         [row.get(c) for c in cols],
     )
     con.execute("DELETE FROM metrics WHERE run_id = ?", (row["run_id"],))
+    con.execute("DELETE FROM crossings WHERE run_id = ?", (row["run_id"],))
+    lead = row.get("hidden_progress") or {}
+    con.executemany(
+        "INSERT INTO crossings (run_id, measure, epoch, hidden_progress) VALUES (?, ?, ?, ?)",
+        [(row["run_id"], k, e, lead.get(k)) for k, e in (row.get("crossed") or {}).items()],
+    )
     fields = ("run_id", *_metric_columns(con, metrics))
     quoted = ", ".join(f'"{f}"' for f in fields)
     con.executemany(
@@ -475,6 +492,7 @@ def update(root: Path | str, db_path: Path | str | None = None) -> Report:
         for rid in report.removed:
             con.execute("DELETE FROM runs WHERE run_id = ?", (rid,))
             con.execute("DELETE FROM metrics WHERE run_id = ?", (rid,))
+            con.execute("DELETE FROM crossings WHERE run_id = ?", (rid,))
         _refresh_experiments(con)
         _log_build(con, report, generation, root)
         con.commit()

@@ -25,23 +25,52 @@ def _finite(epochs: list[int], values: list, positive: bool) -> tuple[list[int],
     return [e for e, _ in keep], [v for _, v in keep]
 
 
-def plot_curves(rows: list[dict], path: Path, title: str, grok_epoch: int | None, memorized_epoch: int | None) -> None:
-    """Each metric measured on train and val against epoch (log x), with memorisation and grok marked. Only the
-    finite points are drawn (a diverged run shows the part before it diverged); losses on a log axis."""
+# columns that are bookkeeping or labels, not curves: no panel of their own
+NOT_DRAWN = ("epoch", "elapsed", "lr")
+NOT_DRAWN_PREFIX = ("fourier_key", "fourier_norm_")
+
+
+def measure_columns(rows: list[dict]) -> list[str]:
+    """The columns measured once per evaluation (weight norm, the progress measures): one small panel each."""
+    columns = list(rows[0]) if rows else []
+    paired = {f"{s}_{n}" for n in split_metrics(rows) for s in SPLITS}
+    return [c for c in columns if c not in paired and c not in NOT_DRAWN and not c.startswith(NOT_DRAWN_PREFIX)]
+
+
+def plot_curves(
+    rows: list[dict],
+    path: Path,
+    title: str,
+    grok_epoch: int | None,
+    memorized_epoch: int | None,
+    crossed: dict[str, int | None] | None = None,
+) -> None:
+    """Each metric measured on train and val against epoch (log x) in the first row, each other measure in the
+    rows below, with memorisation, grok and each measure's threshold crossing marked. Only the finite points are
+    drawn (a diverged run shows the part before it diverged); losses on a log axis."""
     epochs = [r["epoch"] for r in rows]
     names = split_metrics(rows) or ["loss"]
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
+    others = measure_columns(rows)
+    per_row = max(len(names), 4)
+    n_rows = 1 + -(-len(others) // per_row)
+    fig, axes = plt.subplots(n_rows, per_row, figsize=(4.5 * per_row, 3.6 * n_rows), squeeze=False)
+    panels = [(ax, name, True) for ax, name in zip(axes[0], names)]
+    panels += [(ax, col, False) for ax, col in zip([a for row in axes[1:] for a in row], others)]
     drawn = 0
-    for ax, name in zip(axes[0], names):
-        log_y, here = name == "loss", 0
-        for split in SPLITS:
-            xs, ys = _finite(epochs, [r.get(f"{split}_{name}") for r in rows], positive=log_y)
+    for ax, name, split in panels:
+        log_y, here = name.endswith("loss"), 0
+        series = [(s, f"{s}_{name}") for s in SPLITS] if split else [(name, name)]
+        for label, col in series:
+            xs, ys = _finite(epochs, [r.get(col) for r in rows], positive=log_y)
             here += len(xs)
-            ax.plot(xs, ys, label=split)
+            ax.plot(xs, ys, label=label)
         if memorized_epoch is not None:
             ax.axvline(memorized_epoch, color="grey", ls=":", label=f"memorised @ {memorized_epoch}")
         if grok_epoch is not None:
             ax.axvline(grok_epoch, color="red", ls="--", label=f"grokked @ {grok_epoch}")
+        if not split and (crossed or {}).get(name) is not None:
+            ax.axvline(crossed[name], color="green", ls="-.", label=f"crossed @ {crossed[name]}")
+            ax.legend(loc="best", fontsize=7)
         if here:  # a log axis needs a positive point to scale to
             ax.set_xscale("log")
             ax.set_yscale("log" if log_y else "linear")
@@ -49,6 +78,10 @@ def plot_curves(rows: list[dict], path: Path, title: str, grok_epoch: int | None
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
+    used = {id(ax) for ax, _, _ in panels}
+    for ax in (a for row in axes for a in row):
+        if id(ax) not in used:
+            ax.set_visible(False)
     axes[0][0].legend(loc="best", fontsize=8)
     if not drawn:
         axes[0][0].text(0.5, 0.5, "no finite evaluation", transform=axes[0][0].transAxes, ha="center")

@@ -22,6 +22,8 @@ from grokpipe.outputs import (
 
 FINISHED = ("grokked", "completed", "diverged")
 IDENTITY_TRAIN_KEYS = ("seed", "batch_size", "precision", "eval_every")
+# optimiser options whose "off" leaves a run as it was before they existed: a checkpoint from then still resumes
+OPTIONS_OFF = {"orthogonal": False, "constant_norm": {"enabled": False}}
 
 
 def identity(cfg: DictConfig) -> dict:
@@ -29,7 +31,12 @@ def identity(cfg: DictConfig) -> dict:
     Measures are not part of it: a run resumes with more (or fewer) measures than it started with."""
     keep = {k: cfg.train[k] for k in IDENTITY_TRAIN_KEYS}
     groups = {"model": cfg.model, "task": cfg.task, "loss": cfg.loss, "optim": cfg.optim, "train": keep}
-    return OmegaConf.to_container(OmegaConf.create(groups), resolve=True)
+    plain = OmegaConf.to_container(OmegaConf.create(groups), resolve=True)
+    optim = plain["optim"]
+    for key, off in OPTIONS_OFF.items():  # an option left off is the run it was before the option existed
+        if optim.get(key) == off or (isinstance(off, dict) and not (optim.get(key) or {}).get("enabled", False)):
+            optim.pop(key, None)
+    return plain
 
 
 def run_name(cfg: DictConfig, task) -> str:
@@ -134,6 +141,12 @@ class RunRecord:
             "grok_epoch": outcome["grok_epoch"],
             "memorized_epoch": outcome["memorized_epoch"],
         }
+        crossed, grok = outcome.get("crossed") or {}, outcome["grok_epoch"]
+        if crossed:  # the first epoch each measure crossed its threshold, and how long before the grok that was
+            summary["crossed"] = crossed
+            summary["hidden_progress"] = {
+                k: (grok - e if grok is not None and e is not None else None) for k, e in crossed.items()
+            }
         summary.update({f"final_{k}": v for k, v in final.items() if k not in ("epoch", "elapsed")})
         summary.update(
             {
@@ -177,7 +190,14 @@ class RunRecord:
             from grokpipe.run_figures import plot_curves
 
             title = self.name + (" (diverged: its finite part)" if self.status == "diverged" else "")
-            plot_curves(rows, self.run_dir / "curves.png", title, outcome["grok_epoch"], outcome["memorized_epoch"])
+            plot_curves(
+                rows,
+                self.run_dir / "curves.png",
+                title,
+                outcome["grok_epoch"],
+                outcome["memorized_epoch"],
+                outcome.get("crossed"),
+            )
         if self.logger is not None:
             self.logger.finish(self.summary, exit_code=int(self.status == "interrupted"))
             self.logger = None

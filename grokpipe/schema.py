@@ -18,6 +18,13 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_finite(v) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond the float range: no float the code computes with can hold it
+        return False
+
+
 @dataclass(frozen=True)
 class Int:
     lo: int | None = None
@@ -43,7 +50,7 @@ class Float:
     hi_open: bool = False
 
     def check(self, key: str, v) -> None:
-        ok = _is_number(v) and math.isfinite(v)
+        ok = _is_number(v) and _is_finite(v)
         if ok and self.lo is not None:
             ok = v > self.lo if self.lo_open else v >= self.lo
         if ok and self.hi is not None:
@@ -117,6 +124,15 @@ class Section:
         if not isinstance(v, dict):
             refuse(key, v, f"must be a mapping of {', '.join(self.schema)}")
         check_node(v, self.schema, key)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A mapping whose entries the part checks itself (a measure's thresholds, against its columns)."""
+
+    def check(self, key: str, v) -> None:
+        if not isinstance(v, dict):
+            refuse(key, v, "must be a mapping")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ where the step can be captured in a CUDA graph (`GraphedStep`). Both give the op
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,9 +19,32 @@ from torch.func import functional_call, stack_module_state
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
+@dataclass(frozen=True)
+class Slot:
+    """Where one parameter tensor lives in a member's row of `flat`: columns [start, start + numel)."""
+
+    name: str
+    shape: tuple[int, ...]
+    start: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def layout_of(model: nn.Module) -> list[Slot]:
+    """The module's parameters as slots of its flat row, in `parameters()` order."""
+    slots, start = [], 0
+    for name, p in model.named_parameters():
+        slots.append(Slot(name, tuple(p.shape), start))
+        start += p.numel()
+    return slots
+
+
 class ModuleStack:
     def __init__(self, model: nn.Module) -> None:
         self.model, self.m = model, 1
+        self.layout = layout_of(model)
         params = list(model.parameters())
         self.flat = torch.cat([p.detach().reshape(-1) for p in params]).unsqueeze(0)
         self._grad = torch.zeros_like(self.flat)
@@ -41,6 +66,10 @@ class ModuleStack:
         """Outputs [1, N, ...] of the member on x [1, N, seq_len]."""
         return self.model(x[0]).unsqueeze(0)
 
+    def param(self, name: str) -> torch.Tensor:
+        """Parameter `name` of every member, [M, *shape] (a view of `flat`)."""
+        return self.model.get_parameter(name).detach().unsqueeze(0)
+
     def member_state(self, i: int) -> dict:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
@@ -54,6 +83,7 @@ class VmapStack:
     def __init__(self, models: list[nn.Module]) -> None:
         ref = models[0]
         self.m = len(models)
+        self.layout = layout_of(ref)
         self.names = [n for n, _ in ref.named_parameters()]
         self.shapes = [p.shape for _, p in ref.named_parameters()]
         self.sizes = [p.numel() for _, p in ref.named_parameters()]
@@ -83,6 +113,10 @@ class VmapStack:
         # few tokens the fused kernels save nothing
         with sdpa_kernel(SDPBackend.MATH):
             return torch.vmap(self._call, randomness="different")(self.params(self.flat), self.buffers, x)
+
+    def param(self, name: str) -> torch.Tensor:
+        """Parameter `name` of every member, [M, *shape] (a view of `flat`)."""
+        return self.params(self.flat.detach())[name]
 
     def member_state(self, i: int) -> dict:
         params = self.params(self.flat.detach())

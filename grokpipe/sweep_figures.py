@@ -1,5 +1,6 @@
 """The sweep figures: the phase diagram of a sweep's table, and from the results database (grokpipe.results_db)
-the phase diagram, grok epoch against ratio, training curves, memorisation-to-grok gap, weight norm."""
+the phase diagram, grok epoch against ratio, training curves, memorisation-to-grok gap, weight norm, the progress
+measures of every run with its grok marked, and each measure's threshold crossing against the grok epoch."""
 
 from __future__ import annotations
 
@@ -256,6 +257,97 @@ def weight_norm(con: sqlite3.Connection, path: Path, experiment: str) -> Path:
     return _save(fig, path)
 
 
+# metrics columns drawn in the progress-measures figure: what a measure adds beyond loss, accuracy and the lr
+BASE_METRICS = {"run_id", "epoch", "elapsed", "lr", "train_loss", "val_loss", "train_acc", "val_acc"}
+
+
+def _measure_columns(con: sqlite3.Connection, experiment: str) -> list[str]:
+    """The experiment's measure columns that hold a value (fourier_key*/fourier_norm_* are labels and spectra)."""
+    have = [r[1] for r in con.execute("PRAGMA table_info(metrics)")]
+    cols = [c for c in have if c not in BASE_METRICS and not c.startswith(("fourier_key", "fourier_norm_"))]
+    where = "run_id IN (SELECT run_id FROM runs WHERE experiment = ?)"
+    return [c for c in cols if con.execute(f'SELECT 1 FROM metrics WHERE {where} AND "{c}" IS NOT NULL LIMIT 1',
+                                           (experiment,)).fetchone()]  # fmt: skip
+
+
+def progress_measures(con: sqlite3.Connection, path: Path, experiment: str) -> Path:
+    """Every measure column against epoch for every run of one experiment (colour = weight decay), each run's
+    grok marked on its own curve: what moved before validation accuracy did."""
+    cols = _measure_columns(con, experiment)
+    runs = con.execute(
+        "SELECT run_id, d_model, ratio, wd, seed, grok_epoch FROM runs WHERE experiment = ? ORDER BY run_id",
+        (experiment,),
+    ).fetchall()
+    colors = _wd_colors({r["wd"] for r in runs if r["wd"] is not None})
+    n = max(len(cols), 1)
+    per_row = min(n, 4)
+    fig, axes = plt.subplots(-(-n // per_row), per_row, figsize=(4.2 * per_row, 3.4 * -(-n // per_row)), squeeze=False)
+    flat = [a for row in axes for a in row]
+    for ax, col in zip(flat, cols):
+        labelled = set()
+        for run in runs:
+            m = con.execute(
+                f'SELECT epoch, "{col}" AS v FROM metrics WHERE run_id = ? AND "{col}" IS NOT NULL ORDER BY epoch',
+                (run["run_id"],),
+            ).fetchall()
+            if not m:
+                continue
+            e, v = np.array([r["epoch"] for r in m], float), np.array([r["v"] for r in m], float)
+            wd = run["wd"]
+            ax.plot(e, v, color=colors.get(wd, "grey"), alpha=0.7, lw=1,
+                    label=None if wd in labelled else f"wd={wd:g}")  # fmt: skip
+            labelled.add(wd)
+            if run["grok_epoch"] is not None:
+                i = int(np.searchsorted(e, run["grok_epoch"]))
+                if i < len(e):
+                    ax.plot(e[i], v[i], "r*", ms=8)
+        _log_epochs(ax)
+        if col.endswith("loss"):
+            ax.set_yscale("log")
+        ax.set_title(col, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in flat[len(cols) :]:
+        ax.set_visible(False)
+    if not cols:
+        flat[0].set_visible(True)
+        flat[0].text(0.5, 0.5, "no measure beyond loss and accuracy", ha="center", transform=flat[0].transAxes)
+    elif len(runs) and flat[0].get_legend_handles_labels()[0]:
+        flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{experiment}: progress measures (* = grok)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def hidden_progress(con: sqlite3.Connection, path: Path, experiment: str | None = None) -> Path:
+    """Per thresholded measure: the epoch it crossed its threshold against the grok epoch, one point per run that
+    did both. Above the diagonal, the measure moved first; the gap is the hidden progress."""
+    where, args = _where(experiment)
+    rows = con.execute(
+        f"SELECT c.measure, c.epoch, r.grok_epoch, r.wd FROM crossings c JOIN runs r ON r.run_id = c.run_id "
+        f"WHERE c.epoch IS NOT NULL AND r.grok_epoch IS NOT NULL{where.replace('WHERE', ' AND')}",
+        args,
+    ).fetchall()
+    measures = sorted({r["measure"] for r in rows})
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for i, name in enumerate(measures):
+        pts = [(r["epoch"], r["grok_epoch"]) for r in rows if r["measure"] == name]
+        ax.scatter(*zip(*pts), s=22, color=f"C{i}", label=f"{name} (n={len(pts)})", alpha=0.8)
+    if rows:
+        lo = min(min(r["epoch"], r["grok_epoch"]) for r in rows)
+        hi = max(max(r["epoch"], r["grok_epoch"]) for r in rows)
+        ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="crossed = grokked")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no run both crossed a threshold and grokked", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("epoch the measure crossed its threshold")
+    ax.set_ylabel("grok epoch")
+    ax.set_title(f"{experiment or 'all experiments'}: hidden progress (above the diagonal: measure first)", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def write_figures(
     db_path: Path | str, out_dir: Path | str, fmt: str = "png", experiment: str | None = None
 ) -> list[Path]:
@@ -273,10 +365,12 @@ def write_figures(
             phase_diagram(con, out_dir / f"phase_diagram.{fmt}", experiment),
             grok_vs_ratio(con, out_dir / f"grok_vs_ratio.{fmt}", experiment),
             grok_gap(con, out_dir / f"grok_gap.{fmt}", experiment),
+            hidden_progress(con, out_dir / f"hidden_progress.{fmt}", experiment),
         ]
         for name in [experiment] if experiment is not None else names:
             written.append(training_curves(con, out_dir / f"curves_{slug(name)}.{fmt}", name))
             written.append(weight_norm(con, out_dir / f"weight_norm_{slug(name)}.{fmt}", name))
+            written.append(progress_measures(con, out_dir / f"measures_{slug(name)}.{fmt}", name))
     finally:
         con.close()
     return written

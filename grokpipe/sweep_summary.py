@@ -1,7 +1,8 @@
 """The end of a sweep: one table and one phase diagram from every cell's summary.json.
 
-Written to the sweep dir: sweep_summary.csv (one row per ratio x wd), cells.csv (one row per cell,
-failed ones with their error), phase_diagram.png; a W&B run in the sweep's group holds both.
+Written to the sweep dir: sweep_summary.csv (one row per ratio x wd), cells.csv (one row per cell, failed ones
+with their error, and crossed_<column>/lead_<column>: the epoch each thresholded measure crossed and its lead
+over the grok), phase_diagram.png; a W&B run in the sweep's group holds both.
 The sweep dir's cells.json (grokpipe.sweep, written by the sweeper before launch) says which cells to expect.
 The command exits 1 when any cell failed: the callback ends the process, as it is the last thing Hydra runs.
 """
@@ -78,13 +79,27 @@ def _write_csv(path: Path, fields: tuple, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _flat_crossings(cell: dict) -> dict:
+    """A cell with its measures' threshold crossings as columns: crossed_<column>, lead_<column> (before the grok)."""
+    out = dict(cell)
+    for key, prefix in (("crossed", "crossed_"), ("hidden_progress", "lead_")):
+        if isinstance(cell.get(key), dict):
+            out.update({prefix + k: v for k, v in cell[key].items()})
+    return out
+
+
+def cell_fields(cells: list[dict]) -> tuple[str, ...]:
+    """cells.csv's columns: the fixed ones, then the crossings these cells' measures report."""
+    return CELL_FIELDS + tuple(dict.fromkeys(k for c in cells for k in c if k.startswith(("crossed_", "lead_"))))
+
+
 def summarize(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     """Write the sweep summary files; returns (cells, table rows)."""
     from grokpipe.sweep_figures import plot_phase_diagram
 
-    cells = read_cells(sweep_dir)
+    cells = [_flat_crossings(c) for c in read_cells(sweep_dir)]
     rows = table(cells)
-    _write_csv(sweep_dir / "cells.csv", CELL_FIELDS, cells)
+    _write_csv(sweep_dir / "cells.csv", cell_fields(cells), cells)
     _write_csv(sweep_dir / "sweep_summary.csv", TABLE_FIELDS, rows)
     if rows:
         plot_phase_diagram(rows, sweep_dir / "phase_diagram.png", title=sweep_dir.name)
@@ -95,6 +110,7 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict],
     """A run of job_type `sweep-summary` in the sweep's group: the table, the cells and the phase diagram."""
     from grokpipe.wandb_log import WandbRun
 
+    fields = cell_fields(cells)
     config = {
         "logger": {
             **OmegaConf.to_container(cfg.logger, resolve=True),
@@ -112,7 +128,7 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict],
 
     media = {
         "sweep_summary": wandb.Table(columns=list(TABLE_FIELDS), data=[[r[k] for k in TABLE_FIELDS] for r in rows]),
-        "cells": wandb.Table(columns=list(CELL_FIELDS), data=[[c.get(k) for k in CELL_FIELDS] for c in cells]),
+        "cells": wandb.Table(columns=list(fields), data=[[c.get(k) for k in fields] for c in cells]),
     }
     if (sweep_dir / "phase_diagram.png").exists():
         media["phase_diagram"] = wandb.Image(str(sweep_dir / "phase_diagram.png"))

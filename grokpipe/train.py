@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from grokpipe.device import pick_device
 from grokpipe.errors import ConfigError
 from grokpipe.losses import build_loss
-from grokpipe.measures import Evaluation, build_measures, columns
+from grokpipe.measures import Evaluation, build_measures, columns, first_crossings
 from grokpipe.models import build_model
 from grokpipe.optim import build_optimizer
 from grokpipe.outputs import StorageError, set_rng_state
@@ -108,9 +108,15 @@ class Loop:
         self.records, self.start, self.device, self.tc = records, start, device, tc
         self.task = records[0].task
         self.stack = make_stack(models, vmap=vmap)
-        self.optimizer = build_optimizer(self.stack.flat, [r.cfg.optim for r in records])
+        self.optimizer = build_optimizer(self.stack.flat, [r.cfg.optim for r in records], self.stack.layout)
         self.loss = build_loss(cfg.loss)
-        self.measures = build_measures(cfg.measures, self.task)
+        self.measures = []
+        for measure in build_measures(cfg.measures, self.task):
+            why = measure.applies(self.stack)
+            if why is None:
+                self.measures.append(measure)
+            else:  # a measure of another task or model: the run goes on without its columns
+                print(f"note: measure {measure.name} does not apply: {why}; not computed", flush=True)
         self.fields = columns(self.measures)
         self.n_params = self.stack.flat.shape[1]
         self.shuffles = [torch.Generator().manual_seed(r.cfg.train.seed) for r in records]
@@ -169,7 +175,7 @@ class Loop:
         """Evaluation number k: every due measure, column -> [M] (NaN where a measure is not due)."""
         with self.autocast:
             outputs = {s: self.stack.forward(x).float() for s, x in self.x.items()}
-        ev = Evaluation(outputs, self.y, self.task, self.loss, self.stack, self.optimizer)
+        ev = Evaluation(outputs, self.y, self.x, self.task, self.loss, self.stack, self.optimizer)
         nan = torch.full((self.stack.m,), float("nan"), dtype=torch.float64, device=self.device)
         row = {}
         for measure in self.measures:
@@ -267,7 +273,9 @@ class Loop:
 
     def _finish(self, i: int, epoch: int, elapsed: float) -> None:
         save_last = lambda: self._checkpoint(i, "last", epoch, elapsed)  # noqa: E731
-        self.records[i].finish(self.rule.outcome(i), epoch, elapsed, self.n_params, self.device, save_last)
+        rec = self.records[i]
+        outcome = {**self.rule.outcome(i), "crossed": first_crossings(self.measures, rec.metrics.rows)}
+        rec.finish(outcome, epoch, elapsed, self.n_params, self.device, save_last)
 
 
 def _who(records: list[RunRecord]) -> str:

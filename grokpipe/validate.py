@@ -39,15 +39,19 @@ LOGGER_SCHEMAS = {
         "entity": Nullable(Str()),
         "mode": Choice(("auto", "online", "offline")),
         "init_timeout": Float(0, 3600, lo_open=True),
+        "error_reporting": Bool(),
         "group": Nullable(Str()),
         "job_type": Nullable(Str()),
         "tags": Anything(),
     },
 }
+MODEL_SIZE_KEYS = ("d_model", "hidden", "n_layers", "ff_mult")  # what the memory a model needs grows with
 REQUIRED_MEASURES = {"loss": "train_loss (divergence)", "task_metrics": "the task's criterion"}
 
 
 def _plain(cfg: DictConfig, group: str) -> dict:
+    if group not in cfg:  # e.g. `measures=[]`
+        raise ConfigError(f"{group} is missing: choose from conf/{group}/")
     try:
         node = OmegaConf.to_container(cfg[group], resolve=True)
     except OmegaConfBaseException as exc:
@@ -57,17 +61,24 @@ def _plain(cfg: DictConfig, group: str) -> dict:
     return node
 
 
-def part_class(cfg: DictConfig, group: str) -> type:
-    """The class a group's `_target_` names (ConfigError when there is none)."""
-    from hydra.utils import get_class
+def part_class(cfg: DictConfig, group: str, path: str | None = None) -> type:
+    """The class `cfg[group]._target_` names: one declaring its keys' SCHEMA (ConfigError when there is none).
+    `path` is the node's key in the whole config where it is not the group (a measure: `measures.<name>`)."""
+    import importlib
 
+    path = path or group
+    conf = f"conf/{path.split('.')[0]}/"
     target = cfg[group].get("_target_") if group in cfg else None
     if not isinstance(target, str):
-        raise ConfigError(f"{group}._target_={target!r} is not allowed: must name a class (see conf/{group}/)")
-    try:
-        return get_class(target)
-    except Exception:  # noqa: BLE001 - Hydra wraps import errors of every kind
-        raise ConfigError(f"{group}._target_={target!r} is not allowed: no such class (see conf/{group}/)") from None
+        raise ConfigError(f"{path}._target_={target!r} is not allowed: must name a class (see {conf})")
+    module, _, name = target.rpartition(".")
+    try:  # not hydra.utils.get_class: it logs every miss, a second line besides the one error
+        found = getattr(importlib.import_module(module), name, None)
+    except Exception:  # noqa: BLE001 - a module path can fail to import in any way
+        found = None
+    if not isinstance(found, type) or not isinstance(getattr(found, "SCHEMA", None), dict):
+        raise ConfigError(f"{path}._target_={target!r} is not allowed: no such class (see {conf})")
+    return found
 
 
 def task_size(cfg: DictConfig) -> int:
@@ -82,8 +93,13 @@ def apply_ratio(cfg: DictConfig) -> None:
     Float(0, 1e6, lo_open=True).check("model.ratio", cfg.model.ratio)
     heads = cfg.model.get("n_heads", 1)
     Int(1, 1024).check("model.n_heads", heads)
+    d_model = max(heads, round(cfg.model.ratio * task_size(cfg) / heads) * heads)
+    try:  # the derived width must fit the domain a width typed directly has
+        part_class(cfg, "model").SCHEMA["d_model"].check("model.d_model", d_model)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (derived from model.ratio={cfg.model.ratio!r})") from None
     with open_dict(cfg):
-        cfg.model.d_model = max(heads, round(cfg.model.ratio * task_size(cfg) / heads) * heads)
+        cfg.model.d_model = d_model
 
 
 def prepare(cfg: DictConfig) -> None:
@@ -113,7 +129,7 @@ def prepare(cfg: DictConfig) -> None:
     for key, node in measures.items():
         if not isinstance(node, dict):
             raise ConfigError(f"measures.{key}={node!r} is not allowed: must be a measure (see conf/measures/)")
-        check_node(node, part_class(cfg.measures, key).SCHEMA, f"measures.{key}")
+        check_node(node, part_class(cfg.measures, key, f"measures.{key}").SCHEMA, f"measures.{key}")
     for key, reads in REQUIRED_MEASURES.items():
         if key not in measures or measures[key]["every"] != 1:
             raise ConfigError(f"measures.{key} is missing or not every evaluation: the stopping rule reads {reads}")
@@ -141,7 +157,7 @@ def check_memory(cfgs: list[DictConfig], device) -> None:
     have = available_bytes(device)
     if need["total"] > have:
         parts = ", ".join(f"{k} {_size(v)}" for k, v in need.items() if k != "total")
-        sizes = {"task.p": cfg.task.get("p"), "model.d_model": cfg.model.d_model}
+        sizes = {"task.p": cfg.task.get("p"), **{f"model.{k}": cfg.model.get(k) for k in MODEL_SIZE_KEYS}}
         sizes["train.batch_size"] = cfg.train.batch_size if cfg.train.batch_size is not None else "null"
         named = ", ".join(f"{k}={v}" for k, v in sizes.items() if v is not None)
         members = f" x {len(cfgs)} members" if len(cfgs) > 1 else ""

@@ -1,7 +1,9 @@
 """Weights & Biases for one run: offline when no credentials, never a prompt, never a crash.
 
 W&B is a mirror of the local files: any failure (no key, helper killed by SLURM's SIGTERM, full disk)
-is reported once and logging stops, while training and metrics.csv go on.
+is reported once and logging stops, while training and metrics.csv go on. W&B's own error reporting follows
+`logger.error_reporting` (off) unless WANDB_ERROR_REPORTING is set: on, it probes the server again at exit, 10 s
+more when the server does not answer, and `logger.init_timeout` is meant to bound the whole wait.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import re
 import secrets
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -62,6 +64,22 @@ def masked_argv():
         sys.argv = saved
 
 
+def _helper_gone(exc: BaseException) -> bool:
+    """Whether a failed call means W&B's helper process is gone (killed, or its socket closed)."""
+    from wandb.sdk.mailbox import HandleAbandonedError
+
+    return isinstance(exc, (ConnectionError, HandleAbandonedError))
+
+
+def _release_helper() -> None:
+    """Drop the connection to a dead helper: W&B's exit hook then prints no traceback, and a later run in this
+    process (the next cell of a sweep) starts a new helper. Tearing down a dead helper raises; nothing to do."""
+    import wandb
+
+    with suppress(Exception):
+        wandb.teardown()
+
+
 class WandbRun:
     """One W&B run bound to a run dir; its id is kept in `wandb_id.txt` so a resumed run continues it."""
 
@@ -69,6 +87,8 @@ class WandbRun:
         """`concurrent`: one of several live runs in this process (a pack's members); else it ends the previous."""
         self.run = None
         lc = cfg["logger"]
+        # the environment wins, as for every W&B setting; off, a dead server is not probed again at exit
+        os.environ.setdefault("WANDB_ERROR_REPORTING", str(bool(lc.get("error_reporting", False))).lower())
         try:
             import wandb
 
@@ -103,11 +123,11 @@ class WandbRun:
             self._degrade("start", exc)
 
     def _degrade(self, what: str, exc: BaseException) -> None:
-        print(
-            f"warning: W&B {what} failed ({type(exc).__name__}: {exc}); continuing with local files only",
-            file=sys.stderr,
-        )
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        print(f"warning: W&B {what} failed ({reason}); continuing with local files only", file=sys.stderr)
         self.run = None
+        if what != "start" and _helper_gone(exc):
+            _release_helper()
 
     def log(self, row: dict) -> None:
         if self.run is None:

@@ -173,7 +173,7 @@ def step_floor(p: int, d_model: int, epochs: int, device: str) -> float:
     data = task.split().to(device)
     torch.manual_seed(0)
     stack = make_stack([build_model(cfg.model, task.spec).to(device)], vmap=device == "cuda")
-    optimizer, loss = build_optimizer(stack.flat, [cfg.optim]), build_loss(cfg.loss)
+    optimizer, loss = build_optimizer(stack.flat, [cfg.optim], stack.layout), build_loss(cfg.loss)
     active = torch.ones(1, 1, dtype=torch.bool, device=device)
     x, y = data.train_x[None], data.train_y[None]
 

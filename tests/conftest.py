@@ -4,6 +4,7 @@ import (pytest puts tests/ on sys.path for this file, under the default rootdir/
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,34 @@ def results_root(tmp_path_factory) -> Path:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent
     return make_results(base / "results")
+
+
+@pytest.fixture(scope="module")
+def float64_one_thread():
+    """float64, so that 'equal' means 1e-6 after many steps; one thread, as the local launcher runs each cell."""
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size) -> a fresh tmpfs of that size under tmp_path: a disk that really fills up (skips without root)."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"disk{len(mounted)}"
+        mnt.mkdir()
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True
+        ).returncode:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)])

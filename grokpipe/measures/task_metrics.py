@@ -6,8 +6,8 @@ from grokpipe.measures import SPLITS, Evaluation, Measure
 
 
 class TaskMetrics(Measure):
-    def __init__(self, task, every: int = 1) -> None:
-        super().__init__(task, every)
+    def __init__(self, task, **kwargs) -> None:
+        super().__init__(task, **kwargs)
         names = list(task.metric_names)
         self.columns = tuple(f"{s}_{n}" for s in SPLITS for n in names)
 

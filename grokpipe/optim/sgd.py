@@ -12,8 +12,8 @@ class SGD(StackedOptimizer):
     state_names = ("momentum_buffer",)
     SCHEMA = {**StackedOptimizer.SCHEMA, "momentum": Float(0, 1, hi_open=True)}
 
-    def __init__(self, flat: torch.Tensor, members) -> None:
-        super().__init__(flat, members)
+    def __init__(self, flat: torch.Tensor, members, layout=None) -> None:
+        super().__init__(flat, members, layout)
         self.momentum = float(members[0].momentum)
 
     def update(self, grad: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:

@@ -47,6 +47,10 @@ class Task:
     # criterion: metric column -> (comparison, threshold); memorised/generalised when every entry holds
     memorize: dict[str, tuple[str, float]]
     generalize: dict[str, tuple[str, float]]
+    # for the Fourier measures: tokens 0..residues-1 are the elements of Z_residues (None: no such tokens), and
+    # the label is (a + sign * b) mod residues for sign = linear_sign (None: not such a task)
+    residues: int | None = None
+    linear_sign: int | None = None
 
     SCHEMA = {
         "_target_": Str(),

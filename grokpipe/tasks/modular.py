@@ -65,6 +65,7 @@ class ModularTask(Task):
         if op not in OPS:
             raise ValueError(f"task.op={op!r} is unknown; allowed: {', '.join(OPS)}")
         self.op, self.p, self.size, self.name = op, p, p, f"{op}{p}"
+        self.residues, self.linear_sign = p, {"add": 1, "sub": -1}.get(op)
         self.spec = TaskSpec(vocab_size=p + 1, seq_len=3, n_outputs=p, output="classes", query_token=True)
         self.generalize = {"val_acc": (">=", generalize_at)}
         self.memorize = {"train_acc": (">=", memorize_at)}

@@ -8,14 +8,27 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from helpers import ROOT, launch, offline_runs, summary, wait_rows, without_elapsed
+from helpers import (
+    ROOT,
+    assert_same_rows,
+    checked_rows,
+    file_hashes,
+    launch,
+    offline_runs,
+    summary,
+    wait_rows,
+    without_elapsed,
+)
 
-from grokpipe.outputs import read_metrics
+from grokpipe.outputs import load_checkpoint, read_metrics
 
 pytestmark = pytest.mark.slurm
 TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]
@@ -102,9 +115,15 @@ def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
     assert reference.returncode == 0, ref_out[-2000:]
 
     cell = sweep / "0"
-    assert without_elapsed(read_metrics(cell / "metrics.csv")) == without_elapsed(read_metrics(ref / "metrics.csv"))
-    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.out"))
-    assert "resuming" in log, "the cell was not interrupted and resumed"
+    assert_same_rows(cell / "metrics.csv", read_metrics(ref / "metrics.csv"))
+    log = _job_log(sweep, script.parent.name)  # a single job is no array: its task is the job itself
+    stop = re.search(
+        rf"interrupted at epoch (\d+): checkpoint saved, resume by launching on {re.escape(str(cell))}\n", log
+    )
+    assert stop, f"the cell was not interrupted: {log[-2000:]}"
+    assert f"resuming {cell} from epoch {stop[1]}\n" in log[stop.end() :], (
+        f"not resumed where it stopped: {log[-2000:]}"
+    )
     runs = offline_runs(cell)
     assert len(runs) == 2  # W&B offline writes one dir per attempt, under the same run id
     ids = {summary(r)["run_id"] for r in runs}
@@ -113,37 +132,58 @@ def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
     assert resumed["status"] == straight["status"] and resumed["grok_epoch"] == straight["grok_epoch"]
 
 
-def test_a_cancelled_array_task_is_reported_and_a_rerun_finishes_it(tmp_path):
-    sweep = tmp_path / "sw"
-    args = [
-        sys.executable,
-        str(ROOT / "launch.py"),
-        "-m",
-        "hydra/launcher=slurm",
-        *RUN,
-        "train.max_epochs=600",
-        "logger=none",
-        "train.seed=0,1",
-        f"hydra.sweep.dir={sweep}",
-    ]
+# scancel: SLURM's SIGTERM, after which the cell checkpoints where it stops; sigkill: the task's process killed
+# as the OOM killer would (scancel --signal=KILL is a plain cancel to SLURM), leaving rows beyond its last
+# checkpoint that the resume must drop and train again
+@pytest.mark.parametrize("cancel", ["scancel", "sigkill"])
+def test_a_cancelled_array_task_is_reported_and_a_rerun_finishes_it(tmp_path, cancel):
+    sweep, ref = tmp_path / "sw", tmp_path / "ref"
+    run = [*RUN, "train.max_epochs=600", "logger=none"]
+    args = [sys.executable, str(ROOT / "launch.py"), "-m", "hydra/launcher=slurm", *run, "train.seed=0,1"]
+    args.append(f"hydra.sweep.dir={sweep}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_rows(sweep / "1" / "metrics.csv", 100, proc, timeout=300)
-    (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
-    subprocess.run(["scancel", f"{script.parent.name}_1"], check=True)
+    wait_rows(sweep / "1" / "metrics.csv", 130, proc, timeout=300)  # past the checkpoint of epoch 100
+    (job,) = _array_jobs(sweep)
+    if cancel == "scancel":
+        subprocess.run(["scancel", f"{job}_1"], check=True)
+    else:
+        os.kill(_task_pid(f"{job}_1"), signal.SIGKILL)
+    # the uninterrupted reference of cell 1 (seed 1), while the cluster finishes cell 0
+    reference = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), *run, "train.seed=1", f"hydra.run.dir={ref}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 1, out[-3000:]
     cell = json.loads((sweep / "1" / "summary.json").read_text())
-    assert cell["status"] == "failed" and f"SLURM job {script.parent.name}_1 ended without a result" in cell["error"]
+    assert cell["status"] == "failed" and f"SLURM job {job}_1 ended without a result" in cell["error"]
     assert json.loads((sweep / "0" / "summary.json").read_text())["status"] in ("completed", "grokked")
-    assert "cell 1 failed" in out
-    before = (sweep / "0" / "metrics.csv").stat().st_mtime_ns
+    assert f"cell 1 failed: SLURM job {job}_1 ended without a result" in out
+    saved = load_checkpoint(sweep / "1" / "checkpoints" / "last.pt")["epoch"]
+    left = checked_rows(sweep / "1" / "metrics.csv")[-1]["epoch"]
+    if cancel == "scancel":
+        stopped = int(re.search(r"interrupted at epoch (\d+): checkpoint saved", _job_log(sweep, f"{job}_1"))[1])
+        assert saved == stopped and left == stopped // 10 * 10
+    else:
+        assert saved % 100 == 0 and left > saved, (saved, left)  # rows the resume must drop
+        assert cell["error"].endswith("Killed"), cell["error"]  # the cause, from the job's log
+
+    finished = _run_files(sweep / "0")
     again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert (sweep / "0" / "metrics.csv").stat().st_mtime_ns == before
-    rows = read_metrics(sweep / "1" / "metrics.csv")
-    assert [r["epoch"] for r in rows] == list(range(10, rows[-1]["epoch"] + 1, 10))
-    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] in ("completed", "grokked")
+    assert _run_files(sweep / "0") == finished  # the finished cell was not trained again
+    checked_rows(sweep / "0" / "metrics.csv", list(range(10, 601, 10)))
+    assert f"resuming {sweep / '1'} from epoch {saved}" in _job_log(sweep, f"{_array_jobs(sweep)[-1]}_1")
+    ref_out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, ref_out[-2000:]
+    assert_same_rows(sweep / "1" / "metrics.csv", read_metrics(ref / "metrics.csv"))
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (sweep / "1", ref))
+    assert (a["status"], a["grok_epoch"], a["epochs_run"]) == (b["status"], b["grok_epoch"], b["epochs_run"])
 
 
 def test_packed_grid_is_one_array_task_per_shape_and_a_signalled_pack_resumes(tmp_path):
@@ -196,3 +236,88 @@ def test_packed_grid_is_one_array_task_per_shape_and_a_signalled_pack_resumes(tm
         a, b = (json.loads((d / str(num) / "summary.json").read_text()) for d in (sweep, ref))
         assert (a["status"], a["grok_epoch"], a["epochs_run"]) == (b["status"], b["grok_epoch"], b["epochs_run"])
     assert len(list(csv.DictReader(open(sweep / "cells.csv")))) == 4
+
+
+def test_a_cancelled_pack_job_fails_its_cells_and_a_rerun_finishes_them(tmp_path):
+    """scancel of one pack's array task: its unfinished cells fail naming the job, the other pack finishes, and
+    the same command again resumes the cancelled pack to what an uninterrupted pack writes."""
+    sweep, ref = tmp_path / "sw", tmp_path / "ref"
+    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *RUN, "train.max_epochs=600", "logger=none"]
+    seeds = ["train.seed=3,4", "hydra.sweeper.pack=true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [*cmd, "model.d_model=32,64", *seeds, "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_rows(sweep / "2" / "metrics.csv", 100, proc, timeout=300)  # cells 2 and 3 are pack 1 (d_model 64)
+    assert [p["cells"] for p in json.loads((sweep / "packs.json").read_text())] == [[0, 1], [2, 3]]
+    (job,) = _array_jobs(sweep)
+    subprocess.run(["scancel", f"{job}_1"], check=True)
+    # the uninterrupted reference of pack 1 alone: the same two members, as cells 0 and 1 of a one-pack sweep
+    reference = subprocess.Popen(
+        [*cmd, "model.d_model=64", *seeds, f"hydra.sweep.dir={ref}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out[-3000:]
+
+    # SLURM's SIGTERM stopped the pack at an epoch; both members checkpointed there before the job ended
+    log = _job_log(sweep, f"{job}_1")
+    stopped = int(re.search(r"interrupted at epoch (\d+): checkpoints saved, resume by packing", log)[1])
+    error = f"SLURM job {job}_1 ended without a result"
+    for num in (2, 3):
+        cell = json.loads((sweep / str(num) / "summary.json").read_text())
+        assert cell["status"] == "failed" and cell["error"].startswith(error), cell
+        assert load_checkpoint(sweep / str(num) / "checkpoints" / "last.pt")["epoch"] == stopped
+        assert checked_rows(sweep / str(num) / "metrics.csv")[-1]["epoch"] == stopped // 10 * 10
+        assert f"cell {num} failed: {error}" in out
+    for num in (0, 1):  # pack 0 went on to the end
+        assert json.loads((sweep / str(num) / "summary.json").read_text())["status"] in ("completed", "grokked")
+        checked_rows(sweep / str(num) / "metrics.csv", list(range(10, 601, 10)))
+    assert "sweep summary (4 cells, 2 failed)" in out
+    cells = list(csv.DictReader(open(sweep / "cells.csv")))
+    assert [c["status"] == "failed" and c["error"].startswith(error) for c in cells] == [False, False, True, True]
+
+    finished = {num: file_hashes(sweep / str(num)) for num in (0, 1)}
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "sweep summary (4 cells, 0 failed)" in again.stdout
+    assert {num: file_hashes(sweep / str(num)) for num in (0, 1)} == finished  # not trained again: every byte kept
+    rerun = _array_jobs(sweep)[-1]
+    assert f"resuming a pack of 2 from epoch {stopped}" in _job_log(sweep, f"{rerun}_1")
+    ref_out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, ref_out[-2000:]
+    for num, ref_num in ((2, 0), (3, 1)):
+        rows = assert_same_rows(sweep / str(num) / "metrics.csv", read_metrics(ref / str(ref_num) / "metrics.csv"))
+        assert rows[-1]["epoch"] == 600
+        a, b = (json.loads((d / "summary.json").read_text()) for d in (sweep / str(num), ref / str(ref_num)))
+        assert (a["status"], a["grok_epoch"], a["epochs_run"]) == (b["status"], b["grok_epoch"], b["epochs_run"])
+
+
+def _array_jobs(sweep: Path) -> list[str]:
+    """The SLURM job ids of a sweep dir's launches, oldest first: the other tests' jobs may be in the queue too."""
+    return sorted((p.parent.name for p in (sweep / ".submitit").glob("*/*_submission.sh")), key=int)
+
+
+def _job_log(sweep: Path, task: str) -> str:
+    """Everything SLURM job or array task `task` (JOB, JOB_k) printed, over every attempt (a requeue appends)."""
+    return "".join(p.read_text() for p in (sweep / ".submitit").glob(f"{task}/*_log.out"))
+
+
+def _run_files(cell: Path) -> dict[str, str]:
+    """file_hashes of a cell less the job's own record, which a rerun's job rewrites even for a finished cell:
+    Hydra's .hydra/hydra.yaml names the new SLURM job, and submitit appends its lines to launch.log."""
+    return {k: v for k, v in file_hashes(cell).items() if k not in (".hydra/hydra.yaml", "launch.log")}
+
+
+def _task_pid(task: str) -> int:
+    """The pid of array task `task`'s training process: local task 0 of its step 0."""
+    raw = subprocess.run(["squeue", "-h", "-j", task, "-o", "%A"], capture_output=True, text=True, check=True)
+    pids = subprocess.run(["scontrol", "listpids", raw.stdout.strip()], capture_output=True, text=True, check=True)
+    return next(
+        int(pid)
+        for pid, _, step, local, *_ in map(str.split, pids.stdout.splitlines()[1:])
+        if (step, local) == ("0", "0")
+    )

@@ -198,14 +198,8 @@ def test_a_diverging_run_alone_ends_diverged_with_its_finite_curves_and_no_trace
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs: a disk that really fills up."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)])
+def small_disk(tmpfs):
+    return tmpfs("4m")
 
 
 def test_full_disk_is_refused_before_training(small_disk):

@@ -14,7 +14,8 @@ from grokpipe.sweep_figures import write_figures
 # read the same two sweeps (the results_root fixture), made once
 pytestmark = pytest.mark.xdist_group("results_sweeps")
 
-AGGREGATE = ("phase_diagram", "grok_vs_ratio", "grok_gap")
+AGGREGATE = ("phase_diagram", "grok_vs_ratio", "grok_gap", "hidden_progress")
+PER_EXPERIMENT = ("curves", "weight_norm", "measures")
 EXPERIMENTS = ("fast_grok", "sweep-multirun_tiny")
 
 
@@ -33,9 +34,7 @@ def ink(path) -> float:
 def test_every_figure_is_written_and_not_blank(db, tmp_path):
     written = write_figures(db, tmp_path)
     names = {p.name for p in written}
-    expected = {f"{n}.png" for n in AGGREGATE} | {
-        f"{k}_{e}.png" for k in ("curves", "weight_norm") for e in EXPERIMENTS
-    }
+    expected = {f"{n}.png" for n in AGGREGATE} | {f"{k}_{e}.png" for k in PER_EXPERIMENT for e in EXPERIMENTS}
     assert names == expected and {p.name for p in tmp_path.iterdir()} == expected
     for path in written:
         assert path.stat().st_size > 10_000, path.name
@@ -57,7 +56,7 @@ def test_a_blank_canvas_fails_the_ink_check(tmp_path):
 def test_one_experiment_in_svg_and_pdf(db, tmp_path):
     r = run_script("plot", db, "--out", tmp_path / "svg", "--format", "svg", "--experiment", "fast_grok")
     assert r.returncode == 0, r.stderr
-    expected = [*(f"{n}.svg" for n in AGGREGATE), "curves_fast_grok.svg", "weight_norm_fast_grok.svg"]
+    expected = [*(f"{n}.svg" for n in AGGREGATE), *(f"{k}_fast_grok.svg" for k in PER_EXPERIMENT)]
     assert sorted(p.name for p in (tmp_path / "svg").iterdir()) == sorted(expected)
     assert r.stdout.splitlines() == [str(tmp_path / "svg" / name) for name in expected]
     svg = (tmp_path / "svg" / "curves_fast_grok.svg").read_text()

@@ -276,9 +276,9 @@ def test_sweep_hook_builds_the_sweeps_database_and_figures(root, tmp_path):
     assert sorted(r[0] for r in rows(path, "runs")) == ["0", "1", "2", "3"]
     assert dicts(path, "SELECT name, n_runs FROM experiments") == [{"name": "fast_grok", "n_runs": 4}]
     figures = sorted(p.name for p in (sweep / "figures").iterdir())
-    assert figures == sorted(
-        ["phase_diagram.png", "grok_vs_ratio.png", "grok_gap.png", "curves_fast_grok.png", "weight_norm_fast_grok.png"]
-    )
+    aggregate = ["phase_diagram", "grok_vs_ratio", "grok_gap", "hidden_progress"]
+    per_experiment = [f"{k}_fast_grok" for k in ("curves", "weight_norm", "measures")]
+    assert figures == sorted(f"{n}.png" for n in aggregate + per_experiment)
 
 
 def test_metric_columns_follow_the_measures_and_old_rows_load_as_null(tmp_path):
@@ -306,3 +306,21 @@ def test_metric_columns_follow_the_measures_and_old_rows_load_as_null(tmp_path):
     assert con.execute(
         "SELECT train_acc, val_loss FROM metrics WHERE run_id LIKE '%old' AND epoch = 10"
     ).fetchone() == (0.1, 3.2)
+
+
+def test_crossings_hold_each_runs_threshold_epochs_and_their_lead_over_the_grok(root, db):
+    """The crossings table is summary.json's `crossed` and `hidden_progress`, one row per run and measure column."""
+    got = {(r["run_id"], r["measure"]): r for r in dicts(db, "SELECT * FROM crossings")}
+    for rid, s in summaries(root).items():
+        if s["status"] == "failed":
+            assert not any(k[0] == rid for k in got)
+            continue
+        assert {m for r, m in got if r == rid} == set(s["crossed"])
+        for measure, epoch in s["crossed"].items():
+            row = got[(rid, measure)]
+            assert row["epoch"] == epoch and row["hidden_progress"] == s["hidden_progress"][measure]
+            if epoch is not None and s["grok_epoch"] is not None:
+                assert row["hidden_progress"] == s["grok_epoch"] - epoch
+    # the grokking runs' restricted loss fell below its threshold before they grokked
+    leads = dicts(db, "SELECT hidden_progress FROM crossings WHERE measure = 'restricted_loss' AND epoch IS NOT NULL")
+    assert len(leads) >= 2 and all(r["hidden_progress"] is None or r["hidden_progress"] > 0 for r in leads)

@@ -166,7 +166,7 @@ def test_a_run_resumes_with_a_measure_it_did_not_have(tmp_path):
     assert (tmp_path / "metrics.csv").read_text().splitlines()[
         0
     ] == "epoch,train_loss,val_loss,train_acc,val_acc,elapsed"
-    run(compose_cfg([*SHORT, "measures=[loss,task_metrics,weight_norm,lr]"]), tmp_path)
+    run(compose_cfg(SHORT), tmp_path)  # the default set
     rows = read_metrics(tmp_path / "metrics.csv")
     assert list(rows[0]) == list(METRIC_FIELDS)
     assert [r["epoch"] for r in rows] == list(range(10, 61, 10))

@@ -16,12 +16,12 @@ GROUPS = {
 
 
 def test_groups_have_the_documented_options():
-    assert {"transformer", "nanda", "mlp", "tied_mlp"} <= set(GROUPS["model"])
-    assert {"adamw", "adam", "sgd"} <= set(GROUPS["optim"])
+    assert {"transformer", "nanda", "mlp", "tied_mlp", "prieto_mlp"} <= set(GROUPS["model"])
+    assert {"adamw", "adam", "sgd", "ortho_adamw", "muon"} <= set(GROUPS["optim"])
     assert {"wandb", "none"} <= set(GROUPS["logger"])
     assert {"mod_add", "mod_sub", "mod_mul", "mod_div", "s5"} <= set(GROUPS["task"])
     assert len([t for t in GROUPS["task"] if t.startswith("mod_x")]) == 5  # Power et al.'s polynomials
-    assert {"cross_entropy"} <= set(GROUPS["loss"])
+    assert {"cross_entropy", "stablemax"} <= set(GROUPS["loss"])
     assert {"loss", "task_metrics", "weight_norm", "lr"} <= set(GROUPS["measures"])
 
 
@@ -48,4 +48,5 @@ def test_seed003_setting_is_one_override_away():
 def test_model_builds_at_its_width(model):
     cfg = compose_cfg([f"model={model}", "model.d_model=32"])
     net = build_model(cfg.model, TaskSpec(vocab_size=98, seq_len=3, n_outputs=97, query_token=True))
-    assert net.tok.weight.shape == (98, 32)
+    rows = 2 * 98 if model == "prieto_mlp" else 98  # its first layer: one row per (operand position, token)
+    assert net.tok.weight.shape == (rows, 32)
