@@ -31,3 +31,24 @@ def test_quick_bench_writes_every_row(tmp_path):
     assert [r["processes"] for r in rows if r["name"] == "sweep_2procs_1thread"] == [2]
     assert result["limits"]["cpu"]["fp32_matmul_gflops"] > 0
     assert "reference" in proc.stdout and "GFLOP/s" in proc.stdout
+
+
+def test_measure_cost_times_every_default_measure(tmp_path):
+    out = tmp_path / "cost.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "measure_cost.py"), "--quick", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())["in_process"]
+    names = ["loss", "task_metrics", "weight_norm", "lr", "fourier", "effective_rank", "softmax_collapse"]
+    assert list(result["measures"]) == [*names, "restricted_loss"]
+    assert result["epoch_s"] > 0 and result["interval_s"] > 10 * result["epoch_s"]
+    for name, m in result["measures"].items():
+        assert m["seconds"] > 0 and 0 < m["share_of_interval"] < 1, name
+    extra = sum(m["share_of_interval"] for n, m in result["measures"].items() if n not in names[:4])
+    assert abs(result["default_extra_share"] - extra) < 1e-12
+    assert "default set beyond the base measures" in proc.stdout
