@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from grokpipe.measures import Evaluation, Measure
-from grokpipe.schema import Int
+from grokpipe.schema import Float, Int
+
+
+def grid_bytes(p: int, m: int) -> int:
+    """What one evaluation holds at once: the float64 grid, its complex spectrum and two complex inverses."""
+    return m * p**3 * (8 + 3 * 16)
 
 
 def logit_grid(ev: Evaluation, p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -51,18 +56,21 @@ def key_masks(spectrum: torch.Tensor, sign: int, n_key: int) -> torch.Tensor:
 
 
 class RestrictedLoss(Measure):
-    SCHEMA = {**Measure.SCHEMA, "n_key": Int(1, 10**6)}
+    SCHEMA = {**Measure.SCHEMA, "n_key": Int(1, 10**6), "max_gib": Float(0, 1e6, lo_open=True)}
     columns = ("restricted_loss", "excluded_loss")
 
-    def __init__(self, task, n_key: int = 5, **kwargs) -> None:
+    def __init__(self, task, n_key: int = 5, max_gib: float = 1.0, **kwargs) -> None:
         super().__init__(task, **kwargs)
-        self.n_key = n_key
+        self.n_key, self.max_gib = n_key, max_gib
 
     def applies(self, stack) -> str | None:
         if self.task.linear_sign is None:
             return f"defined for (a + b) mod p and (a - b) mod p, not task {self.task.name}"
         if self.n_key > (self.task.residues - 1) // 2:
             return f"n_key={self.n_key} is more than the {(self.task.residues - 1) // 2} frequencies of Z_p"
+        gib = grid_bytes(self.task.residues, stack.m if stack is not None else 1) / 2**30
+        if gib > self.max_gib:
+            return f"its [p, p, p] logit grid and spectrum would take {gib:.1f} GiB, over max_gib={self.max_gib:g}"
         return None
 
     def __call__(self, ev: Evaluation) -> dict:

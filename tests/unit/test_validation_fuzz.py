@@ -125,7 +125,7 @@ MEASURE_NODES = {
     "softmax_collapse": ("grokpipe.measures.softmax_collapse.SoftmaxCollapse", {}, {"sc_share": {"above": 0.5}}),
     "restricted_loss": (
         "grokpipe.measures.restricted_loss.RestrictedLoss",
-        {"n_key": 5},
+        {"n_key": 5, "max_gib": 1.0},
         {"restricted_loss": {"below": 1.0}, "excluded_loss": {"above": 1.0}},
     ),
 }
@@ -312,6 +312,7 @@ MEASURE_DOMAIN = {  # measures.<name>.<key>
     "n_top": integer(0, 64),
     "per_frequency": flag,
     "n_key": integer(1, 10**6),
+    "max_gib": real(0, 1e6, lo_open=True),
 }
 
 
@@ -618,6 +619,7 @@ VALUES = {
     "n_top": (ints(0, 5), [64, 65, -1]),
     "per_frequency": (some(False, True), ["x"]),
     "n_key": (ints(1, 5), [10**6, 10**6 + 1, 0]),
+    "max_gib": (uniform(0.5, 2), [0, -1.0, math.inf, "big"]),
     # an entry of the loss measure's thresholds: a column of it, and one it does not have
     "train_loss": (some({"above": 1.0}, {"below": 0.5}), [{"above": math.nan}, {"middle": 1}, 5, {"above": True}]),
     "nope": (some({"above": 1.0}), [{"above": 1, "below": 2}]),
