@@ -44,11 +44,14 @@ def test_offline_run_holds_logged_metrics_and_summary(tmp_path):
     for h, r in zip(logged, rows):
         assert h["val_acc"] == pytest.approx(r["val_acc"], abs=1e-5)
         assert h["train_loss"] == pytest.approx(r["train_loss"], rel=1e-5)
+        for k in ("fourier_gini", "embed_erank", "sc_share", "restricted_loss", "excluded_loss"):  # same step
+            assert h[k] == pytest.approx(r[k], rel=1e-5, abs=1e-9), k
 
     s = summary(run)
     assert s["state"] == "finished"
     assert s["summary"]["grok_epoch"] == local["grok_epoch"] and local["grokked"]
     assert s["summary"]["status"] == "grokked"
+    assert s["summary"]["crossed"] == local["crossed"] and s["summary"]["hidden_progress"] == local["hidden_progress"]
     assert s["config"]["ratio"] == pytest.approx(local["ratio"])
     assert s["config"]["task"]["p"] == 59 and s["config"]["optim"]["lr"] == 3e-3
 
