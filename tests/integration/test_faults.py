@@ -82,6 +82,14 @@ def _kill_at(run_dir: Path, epoch: int) -> tuple[int, int]:
     return last_row, load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
 
 
+def _relaunch(args: list[str], run_dir: Path, epoch: int) -> None:
+    """Launch again on `run_dir`: it says it resumes from `epoch` and finishes with exit 0."""
+    proc = start_run(args, run_dir)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"resuming {run_dir} from epoch {epoch}" in out
+
+
 @pytest.mark.slow
 @shares_long_reference
 def test_repeated_hard_kills_lose_and_repeat_nothing(tmp_path, long_reference):
@@ -90,10 +98,7 @@ def test_repeated_hard_kills_lose_and_repeat_nothing(tmp_path, long_reference):
     for stop_at, checkpoint in ((60, 50), (210, 200), (230, 200), (460, 450)):
         last_row, saved = _kill_at(run_dir, stop_at)
         assert saved == checkpoint and last_row > saved  # rows past the checkpoint: the resume must drop them
-    proc = start_run(LONG, run_dir)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert "resuming" in out and "from epoch 450" in out
+    _relaunch(LONG, run_dir, 450)
     assert_same_rows(run_dir / "metrics.csv", long_reference)
 
 
@@ -113,10 +118,7 @@ def test_sigterm_checkpoints_where_it_stops_and_resumes(tmp_path, long_reference
     assert state["epoch"] == done["epochs_run"] >= 120
     assert f"interrupted at epoch {state['epoch']}: checkpoint saved, resume by launching on {run_dir}" in out
     assert checked_rows(run_dir / "metrics.csv")[-1]["epoch"] <= state["epoch"]
-    proc = start_run(LONG, run_dir)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert f"from epoch {state['epoch']}" in out
+    _relaunch(LONG, run_dir, state["epoch"])
     assert_same_rows(run_dir / "metrics.csv", long_reference)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
@@ -317,10 +319,7 @@ def test_disk_filling_during_a_metrics_append_stops_cleanly_and_resumes(small_di
     # the row that did not fit was cut off whole: every line left is a row, up to the epoch before
     checked_rows(run_dir / "metrics.csv", list(range(1, stopped)))
     filler.unlink()
-    proc = start_run(every_epoch, run_dir)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert "from epoch 100" in out
+    _relaunch(every_epoch, run_dir, 100)
     rows = checked_rows(run_dir / "metrics.csv", list(range(1, 601)))
     # evaluating every epoch changes nothing of the training: every tenth row is the reference's
     tenth = [r for r in rows if r["epoch"] % 10 == 0]
@@ -342,10 +341,7 @@ def test_disk_filling_during_a_checkpoint_write_keeps_the_last_good_one(small_di
     rows = checked_rows(run_dir / "metrics.csv")
     assert rows[-1]["epoch"] == stopped  # the rows up to the failed write reached the disk; the resume drops them
     filler.unlink()
-    proc = start_run(LONG, run_dir)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert f"from epoch {saved}" in out
+    _relaunch(LONG, run_dir, saved)
     assert_same_rows(run_dir / "metrics.csv", long_reference)
 
 
