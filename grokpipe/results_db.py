@@ -26,11 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from grokpipe.outputs import read_metrics
 from grokpipe.sweep import SUCCESS, run_group, sweep_group
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a measure's column, safe as an SQL name
 # dirs below a run dir or a sweep dir that never hold runs: skipped by the walk
 SKIP_DIRS = {"checkpoints", "wandb", "figures", "__pycache__"}
-FINGERPRINT_FILES = ("summary.json", "metrics.csv", ".hydra/config.yaml")
+FINGERPRINT_FILES = ("summary.json", "metrics.csv", ".hydra/config.yaml", "provenance.json")
 
 # hyperparameters: runs columns that say what an experiment fixed or swept
 HYPER_COLUMNS = {
@@ -48,6 +48,20 @@ HYPER_COLUMNS = {
     "seed": "INTEGER",
     "precision": "TEXT",
     "max_epochs": "INTEGER",
+}
+# what produced the run (provenance.json, grokpipe.provenance): which runs ran on which commit, versions, device
+PROVENANCE_COLUMNS = {
+    "grokpipe_version": "TEXT",
+    "git_commit": "TEXT",
+    "git_dirty": "INTEGER",
+    "python_version": "TEXT",
+    "torch_version": "TEXT",
+    "device_name": "TEXT",
+    "cpu_flags": "TEXT",
+    "threads": "INTEGER",
+    "deterministic": "INTEGER",
+    "command": "TEXT",
+    "provenance": "TEXT",
 }
 RUN_COLUMNS = {
     "run_id": "TEXT PRIMARY KEY",
@@ -70,6 +84,7 @@ RUN_COLUMNS = {
     "final_val_loss": "REAL",
     "n_evals": "INTEGER",
     "error": "TEXT",
+    **PROVENANCE_COLUMNS,
     "run_dir": "TEXT NOT NULL",
     "config": "TEXT",
     "fingerprint": "TEXT NOT NULL",
@@ -90,6 +105,7 @@ CREATE TABLE experiments (
 CREATE TABLE runs ({", ".join(f"{k} {t}" for k, t in RUN_COLUMNS.items())});
 CREATE INDEX runs_experiment ON runs (experiment);
 CREATE INDEX runs_wd_ratio ON runs (wd, ratio);
+CREATE INDEX runs_commit ON runs (git_commit);
 CREATE TABLE metrics (
     run_id TEXT NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL,
     weight_norm REAL, lr REAL, elapsed REAL, PRIMARY KEY (run_id, epoch)
@@ -294,6 +310,7 @@ def read_run(run_dir: Path, root: Path, experiments: dict[Path | None, str] | No
         metrics = []
 
     rid = run_id(run_dir, root)
+    prov = summary.get("provenance") if isinstance(summary.get("provenance"), dict) else _read_provenance(run_dir)
     hyper = _from_config(cfg) if cfg is not None else dict.fromkeys(HYPER_COLUMNS)
     hyper.update({k: summary[k] for k in HYPER_COLUMNS if summary.get(k) is not None})
     grok, memo = summary.get("grok_epoch"), summary.get("memorized_epoch")
@@ -320,6 +337,7 @@ def read_run(run_dir: Path, root: Path, experiments: dict[Path | None, str] | No
         "final_val_loss": summary.get("final_val_loss", last.get("val_loss")),
         "n_evals": len(metrics),
         "error": summary.get("error"),
+        **_provenance_columns(prov),
         "run_dir": str(run_dir),
         "config": _config_json(cfg),
         "fingerprint": fingerprint(run_dir),
@@ -339,6 +357,34 @@ def _check_root(root: Path) -> list[Path]:
     if not dirs:
         raise ValueError(f"{root}: no runs found (no directory below it holds summary.json or .hydra/config.yaml)")
     return dirs
+
+
+def _read_provenance(run_dir: Path) -> dict | None:
+    try:
+        prov = json.loads((run_dir / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return prov if isinstance(prov, dict) else None
+
+
+def _provenance_columns(prov: dict | None) -> dict:
+    """The runs columns of a provenance (all NULL without one: a run from before it was recorded)."""
+    if not prov:
+        return dict.fromkeys(PROVENANCE_COLUMNS)
+    flag = lambda v: None if v is None else int(bool(v))  # noqa: E731
+    return {
+        "grokpipe_version": prov.get("grokpipe_version"),
+        "git_commit": prov.get("commit"),
+        "git_dirty": flag(prov.get("dirty")),
+        "python_version": prov.get("python"),
+        "torch_version": (prov.get("packages") or {}).get("torch"),
+        "device_name": prov.get("device_name"),
+        "cpu_flags": " ".join(prov.get("cpu_flags") or []),
+        "threads": prov.get("threads"),
+        "deterministic": flag((prov.get("determinism") or {}).get("deterministic_algorithms")),
+        "command": prov.get("command"),
+        "provenance": json.dumps(prov, sort_keys=True),
+    }
 
 
 def _insert_run(con: sqlite3.Connection, row: dict, metrics: list[dict], generation: int) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from grokpipe import provenance
 from grokpipe.errors import ConfigError
 from grokpipe.outputs import (
     MetricsLog,
@@ -56,6 +57,7 @@ class RunRecord:
         self.name = run_name(cfg, task)
         self.ratio = cfg.model.d_model / task.size
         self.metrics: MetricsLog | None = None
+        self.provenance: dict | None = None
         self.logger = None
         self.prior_seconds = 0.0
         self.status, self.saved_epoch, self.summary = "running", 0, None
@@ -89,18 +91,21 @@ class RunRecord:
             return False
         return ckpt["status"] != "completed" or ckpt["epoch"] >= max_epochs
 
-    def open(self, start_epoch: int, fields: tuple[str, ...], param_bytes: int, concurrent: bool) -> None:
-        """Check the storage, open metrics.csv (keeping the rows up to `start_epoch`) and the W&B run."""
+    def open(self, start_epoch: int, fields: tuple[str, ...], param_bytes: int, device, concurrent: bool) -> None:
+        """Check the storage, write the provenance, open metrics.csv (keeping the rows up to `start_epoch`) and the
+        W&B run (its config holds the provenance too)."""
         tc = self.cfg.train
         n_checkpoints = 2 + (tc.max_epochs // tc.checkpoint_every if tc.checkpoint_every else 0)
         need = 4 * param_bytes * n_checkpoints + 100 * tc.max_epochs // tc.eval_every + 2**20
         check_storage(self.run_dir, need_bytes=need)
+        self.provenance = provenance.record(self.run_dir, device, tc.precision, start_epoch)
         self.metrics = MetricsLog(self.run_dir / "metrics.csv", fields, resume_epoch=start_epoch)
         if self.cfg.logger.name == "wandb":
             from grokpipe.wandb_log import WandbRun
 
             resolved = OmegaConf.to_container(self.cfg, resolve=True)
             resolved["ratio"] = self.ratio
+            resolved["provenance"] = self.provenance
             self.logger = WandbRun(resolved, self.run_dir, self.name, concurrent=concurrent)
 
     # ---------------------------------------------------------------- during the run
@@ -173,6 +178,7 @@ class RunRecord:
                 "n_params": n_params,
                 "device": str(device),
                 "run_dir": str(self.run_dir),
+                "provenance": self.provenance,
             }
         )
         return summary

@@ -8,6 +8,7 @@ gets its own run dir: metrics.csv, summary.json, checkpoints, curves.png and W&B
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -39,6 +40,21 @@ def choose_engine(cfg: DictConfig) -> str:
     return "packed" if pick_device(cfg.train.device).type == "cuda" else "loop"
 
 
+def apply_determinism(tc: DictConfig, device: torch.device) -> None:
+    """The settings a run's bits depend on: `train.threads` (else torch's default) and, with
+    `train.deterministic`, torch's deterministic algorithms (warn-only: an op without a deterministic kernel warns
+    and runs), cuDNN's deterministic kernels without autotuning, and on CUDA cuBLAS's fixed workspace unless the
+    environment sets CUBLAS_WORKSPACE_CONFIG. All recorded in provenance.json (docs/reproducibility.md)."""
+    deterministic = tc.get("deterministic", True)  # a config recorded before the key existed: the default
+    if tc.get("threads"):
+        torch.set_num_threads(tc.threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic and torch.backends.cudnn.benchmark
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one config in `run_dir`, resuming from its checkpoints if any. Returns its summary.json."""
     return train([cfg], [run_dir])[0]
@@ -53,6 +69,7 @@ def train(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
     check_packable(cfgs)
     tc = cfgs[0].train
     device = pick_device(tc.device)
+    apply_determinism(tc, device)
     check_memory(cfgs, device)
     results: list[dict | None] = [None] * len(cfgs)
     records, models, splits, ckpts, index = [], [], [], [], []
@@ -129,7 +146,7 @@ class Loop:
                     set_rng_state(ckpt["rng"])
         self.rule = StoppingRule(self.task, tc.grok_window, [r.cfg.train.patience for r in records], device)
         for i, rec in enumerate(records):
-            rec.open(start, self.fields, self.n_params * self.stack.flat.element_size(), concurrent=len(records) > 1)
+            rec.open(start, self.fields, self.n_params * self.stack.flat.element_size(), device, len(records) > 1)
             self.rule.replay(i, rec.metrics.rows)  # the rule's state is derived from the rows already written
         self.active = (self.rule.stop_epoch < 0).view(-1, 1).clone()
         stack = lambda name: torch.stack([getattr(s, name) for s in splits])  # noqa: E731

@@ -23,6 +23,8 @@ TRAIN_SCHEMA = {
     "seed": Int(0, 2**63 - 1),
     "device": Choice(("auto", "cpu", "cuda", "mps")),
     "precision": Choice(("fp32", "bf16")),
+    "deterministic": Bool(),
+    "threads": Nullable(Int(1, 4096)),
     "engine": Choice(("auto", "loop", "packed")),
     "sync_every": Int(1, 10**6),
     "cuda_graph": Bool(),

@@ -53,11 +53,16 @@ def scrub(config: dict) -> dict:
     return out
 
 
+def mask_args(args: list[str]) -> list[str]:
+    """`key=value` arguments whose key names a secret become `key=***`."""
+    return [f"{a.split('=', 1)[0]}=***" if "=" in a and SECRET_KEY.search(a.split("=", 1)[0]) else a for a in args]
+
+
 @contextmanager
 def masked_argv():
     """W&B records the command line; `key=value` arguments whose key names a secret go in as `key=***`."""
     saved = sys.argv
-    sys.argv = [f"{a.split('=', 1)[0]}=***" if "=" in a and SECRET_KEY.search(a.split("=", 1)[0]) else a for a in saved]
+    sys.argv = mask_args(saved)
     try:
         yield
     finally:

@@ -54,6 +54,10 @@ def test_offline_run_holds_logged_metrics_and_summary(tmp_path):
     assert s["summary"]["crossed"] == local["crossed"] and s["summary"]["hidden_progress"] == local["hidden_progress"]
     assert s["config"]["ratio"] == pytest.approx(local["ratio"])
     assert s["config"]["task"]["p"] == 59 and s["config"]["optim"]["lr"] == 3e-3
+    prov = local["provenance"]  # what produced the run, in the run's W&B config as in summary.json
+    assert s["config"]["provenance"]["commit"] == prov["commit"] and prov["commit"]
+    assert s["config"]["provenance"]["packages"] == prov["packages"]
+    assert s["config"]["provenance"]["determinism"] == prov["determinism"]
 
 
 def test_no_key_means_offline_and_env_wins(tmp_path, monkeypatch):
