@@ -12,6 +12,7 @@ Reads only the output contract (grokpipe.outputs): .hydra/config.yaml, summary.j
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -24,9 +25,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from grokpipe.outputs import read_metrics
-from grokpipe.sweep import SUCCESS, run_group, sweep_group
+from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, run_group, sweep_group
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a measure's column, safe as an SQL name
 # dirs below a run dir or a sweep dir that never hold runs: skipped by the walk
 SKIP_DIRS = {"checkpoints", "wandb", "figures", "__pycache__"}
@@ -48,6 +49,8 @@ HYPER_COLUMNS = {
     "seed": "INTEGER",
     "precision": "TEXT",
     "max_epochs": "INTEGER",
+    "max_steps": "INTEGER",
+    "unit": "TEXT",  # what the epoch-named columns count: epochs, or optimizer steps (train.max_steps)
 }
 # what produced the run (provenance.json, grokpipe.provenance): which runs ran on which commit, versions, device
 PROVENANCE_COLUMNS = {
@@ -82,6 +85,8 @@ RUN_COLUMNS = {
     "final_val_acc": "REAL",
     "final_train_loss": "REAL",
     "final_val_loss": "REAL",
+    "final_train_mae": "REAL",
+    "final_val_mae": "REAL",
     "n_evals": "INTEGER",
     "error": "TEXT",
     **PROVENANCE_COLUMNS,
@@ -116,6 +121,14 @@ CREATE TABLE metrics (
 CREATE TABLE crossings (
     run_id TEXT NOT NULL, measure TEXT NOT NULL, epoch INTEGER, hidden_progress INTEGER,
     PRIMARY KEY (run_id, measure)
+) WITHOUT ROWID;
+
+-- a boundary search's result (hydra/sweeper=boundary, its sweep dir's boundary.csv): per searched axis value
+-- (mode ratio: a weight decay; mode wd: a ratio) the critical point, its bracket and what the search cost
+CREATE TABLE boundary (
+    experiment TEXT, sweep_dir TEXT NOT NULL, mode TEXT NOT NULL, axis REAL NOT NULL, critical REAL,
+    bracket_lo REAL, bracket_hi REAL, status TEXT, seeds INTEGER, points INTEGER, runs INTEGER, run_epochs INTEGER,
+    contradictions TEXT, PRIMARY KEY (sweep_dir, axis)
 ) WITHOUT ROWID;
 
 CREATE VIEW run_summary AS
@@ -271,6 +284,8 @@ def _from_config(cfg: DictConfig) -> dict:
         "seed": sel("train.seed"),
         "precision": sel("train.precision"),
         "max_epochs": sel("train.max_epochs"),
+        "max_steps": sel("train.max_steps"),
+        "unit": "steps" if sel("train.max_steps") is not None else "epochs",
     }
 
 
@@ -335,6 +350,8 @@ def read_run(run_dir: Path, root: Path, experiments: dict[Path | None, str] | No
         "final_val_acc": summary.get("final_val_acc", last.get("val_acc")),
         "final_train_loss": summary.get("final_train_loss", last.get("train_loss")),
         "final_val_loss": summary.get("final_val_loss", last.get("val_loss")),
+        "final_train_mae": summary.get("final_train_mae", last.get("train_mae")),
+        "final_val_mae": summary.get("final_val_mae", last.get("val_mae")),
         "n_evals": len(metrics),
         "error": summary.get("error"),
         **_provenance_columns(prov),
@@ -453,6 +470,24 @@ def _refresh_experiments(con: sqlite3.Connection) -> None:
         )  # fmt: skip
 
 
+def _refresh_boundaries(con: sqlite3.Connection, root: Path) -> None:
+    """The boundary table from the boundary.csv of every sweep dir the runs came from."""
+    con.execute("DELETE FROM boundary")
+    sweeps = [r[0] for r in con.execute("SELECT DISTINCT sweep_dir FROM runs WHERE sweep_dir IS NOT NULL")]
+    for sweep in sweeps:
+        path = (root / sweep if (root / sweep).is_dir() or sweep != root.name else root) / BOUNDARY
+        if not path.is_file():
+            continue
+        (experiment,) = con.execute("SELECT MIN(experiment) FROM runs WHERE sweep_dir = ?", (sweep,)).fetchone()
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        cols = ("experiment", "sweep_dir", *BOUNDARY_FIELDS)
+        con.executemany(
+            f"INSERT OR REPLACE INTO boundary ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            [[experiment, sweep, *(r.get(k) or None for k in BOUNDARY_FIELDS)] for r in rows],
+        )
+
+
 def counts(con: sqlite3.Connection) -> dict[str, int]:
     return {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("experiments", "runs", "metrics")}
 
@@ -487,6 +522,7 @@ def build(root: Path | str, db_path: Path | str | None = None) -> Report:
             _insert_run(con, row, metrics, generation=1)
             report.ingested.append(row["run_id"])
         _refresh_experiments(con)
+        _refresh_boundaries(con, root)
         _log_build(con, report, 1, root)
         con.commit()
         report.counts = counts(con)
@@ -540,6 +576,7 @@ def update(root: Path | str, db_path: Path | str | None = None) -> Report:
             con.execute("DELETE FROM metrics WHERE run_id = ?", (rid,))
             con.execute("DELETE FROM crossings WHERE run_id = ?", (rid,))
         _refresh_experiments(con)
+        _refresh_boundaries(con, root)
         _log_build(con, report, generation, root)
         con.commit()
         report.counts = counts(con)

@@ -1,7 +1,8 @@
 """A sweep's bookkeeping in its sweep dir, shared by the sweeper, the launchers, the job body and the sweep summary.
 
-cells.json  the manifest: one {"num", "overrides", "dir"} per cell, written by the sweeper before any launch
-packs.json  a packed sweep's plan: one {"pack", "cells", "dirs"} per pack job
+cells.json    the manifest: one {"num", "overrides", "dir"} per cell, written by the sweeper before any launch
+packs.json    a packed sweep's plan: one {"pack", "cells", "dirs"} per pack job
+boundary.csv  a boundary search's table (and boundary.json its state), written by the boundary sweeper
 A cell's outcome is its summary.json `status`: one of SUCCESS, FAILED, or MISSING when it never wrote one.
 
 Imports nothing heavy at module level: Hydra imports this with the plugins on every `launch.py --help`.
@@ -14,6 +15,11 @@ from pathlib import Path
 
 CELLS = "cells.json"
 PACKS = "packs.json"
+BOUNDARY = "boundary.csv"  # a boundary search's result (hydra/sweeper=boundary): one row per searched axis value
+BOUNDARY_FIELDS = (
+    "mode", "axis", "critical", "bracket_lo", "bracket_hi", "status", "seeds", "points", "runs", "run_epochs",
+    "contradictions",
+)  # fmt: skip
 SUCCESS = ("grokked", "completed", "diverged")  # a diverged run is a result: it did not grok
 FAILED = "failed"
 MISSING = "missing"

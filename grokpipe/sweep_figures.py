@@ -51,6 +51,41 @@ def plot_phase_diagram(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_boundary(boundary: list[dict], rows: list[dict], path: Path, title: str, share: float) -> None:
+    """A boundary search: every evaluated ratio x weight decay (o: at least `share` of its seeds grokked, x: fewer),
+    the critical point of each searched value with its bracket, and the boundary through them."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        done = r["n"] - r["failed"]
+        grokked = done and r["grokked"] >= share * done - 1e-9
+        ax.scatter(r["ratio"], r["wd"], marker="o" if grokked else "x", s=30 + 15 * r["n"],
+                   facecolors="none" if grokked else None, edgecolors="tab:green" if grokked else None,
+                   c=None if grokked else "tab:red", zorder=3)  # fmt: skip
+    ratio_mode = all(b["mode"] == "ratio" for b in boundary)
+    found = sorted((b for b in boundary if b["critical"] is not None), key=lambda b: b["axis"])
+    for b in boundary:
+        lo, hi = b["bracket_lo"], b["bracket_hi"]
+        if lo is None or hi is None:
+            continue
+        if ratio_mode:  # the bracket along the ratio at this weight decay
+            ax.plot([lo, hi], [b["axis"], b["axis"]], color="black", lw=4, alpha=0.25, solid_capstyle="butt")
+        else:
+            ax.plot([b["axis"], b["axis"]], [lo, hi], color="black", lw=4, alpha=0.25, solid_capstyle="butt")
+    if found:
+        xs = [b["critical"] if ratio_mode else b["axis"] for b in found]
+        ys = [b["axis"] if ratio_mode else b["critical"] for b in found]
+        ax.plot(xs, ys, color="black", marker="D", ms=6, label="critical " + ("ratio" if ratio_mode else "wd"))
+        ax.legend(fontsize=8, loc="best")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("d_model / p")
+    ax.set_ylabel("weight decay")
+    ax.set_title(f"{title}: boundary search (o grokked, x not; bars: brackets)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
 def connect(db_path: Path | str) -> sqlite3.Connection:
     """Read-only: drawing figures never changes the database."""
     db_path = Path(db_path)

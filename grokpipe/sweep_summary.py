@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from grokpipe.sweep import SUCCESS, exit_status, failed_cells, read_cells, sweep_group
+from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, exit_status, failed_cells, read_cells, sweep_group
 
 TABLE_FIELDS = ("ratio", "wd", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")
 CELL_FIELDS = (
@@ -106,6 +106,18 @@ def summarize(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     return cells, rows
 
 
+def read_boundary(sweep_dir: Path) -> list[dict]:
+    """A boundary search's table (boundary.csv), numbers as numbers; [] for a grid sweep."""
+    path = sweep_dir / BOUNDARY
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    num = lambda v: None if v in ("", None) else (int(v) if v.lstrip("-").isdigit() else float(v))  # noqa: E731
+    return [{k: (r[k] if k in ("mode", "status", "contradictions") else num(r[k])) for k in BOUNDARY_FIELDS}
+            for r in rows]  # fmt: skip
+
+
 def log_to_wandb(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict], cells: list[dict]) -> None:
     """A run of job_type `sweep-summary` in the sweep's group: the table, the cells and the phase diagram."""
     from grokpipe.wandb_log import WandbRun
@@ -132,6 +144,13 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict],
     }
     if (sweep_dir / "phase_diagram.png").exists():
         media["phase_diagram"] = wandb.Image(str(sweep_dir / "phase_diagram.png"))
+    boundary = read_boundary(sweep_dir)
+    if boundary:  # a boundary search: its table and its figure beside the grid's
+        media["boundary"] = wandb.Table(
+            columns=list(BOUNDARY_FIELDS), data=[[b[k] for k in BOUNDARY_FIELDS] for b in boundary]
+        )
+        if (sweep_dir / "boundary.png").exists():
+            media["boundary_diagram"] = wandb.Image(str(sweep_dir / "boundary.png"))
     run.log({"epoch": 0, **media})
     failed = failed_cells(cells)
     run.finish({"n_cells": len(cells), "n_failed": len(failed), "n_grokked": sum(r["grokked"] for r in rows)})
@@ -149,6 +168,11 @@ class SweepSummary(Callback):
         failed = failed_cells(cells)
         print(f"\nsweep summary ({len(cells)} cells, {len(failed)} failed): {sweep_dir}")
         print(format_table(rows))
+        for b in read_boundary(sweep_dir):
+            print(
+                f"boundary ({b['mode']}) at {b['axis']:g}: critical {b['critical']} "
+                f"[{b['bracket_lo']}, {b['bracket_hi']}] {b['status']}; {b['runs']} runs, {b['run_epochs']} run-epochs"
+            )
         for c in failed:
             print(f"  cell {c['num']} {c['status']}: {c.get('error')}  ({c['dir']})")
         if config.logger.name == "wandb":

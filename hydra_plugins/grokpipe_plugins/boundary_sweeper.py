@@ -1,0 +1,399 @@
+"""The boundary sweeper (`hydra/sweeper=boundary`): the phase boundary searched for, not the whole grid evaluated.
+
+Mode `ratio`: for each weight decay of the sweep (`optim.wd=0.1,1`), the critical ratio d_model / p, the smallest
+width on the ladder (`values`, or `steps` geometric points from `lo` to `hi`) at which at least `share` of the seeds
+grok within the budget. Mode `wd`: for each ratio of the sweep (`model.ratio=0.5,1`), the critical weight decay.
+The assumption, stated in every report: at a fixed weight decay (ratio) grokking is monotone in the ratio (weight
+decay): once a point groks, every larger one does. Evaluated cells that contradict it are listed, not hidden, and
+the boundary is placed above the largest point that failed.
+
+Search: k-section (`sections`) of the ladder's index range, every unsettled weight decay at once. With `screen`,
+a probe runs the first seed only; once the bracket [last failing point, first grokking point] is adjacent, both
+ends run every seed, and the search goes on if the seeds overturn a verdict. Each round's cells go out as one batch
+through the chosen launcher (one SLURM array per round; packed with `pack=true`). The sweep dir's boundary.json
+keeps the search: a relaunch of the same command reuses every finished cell and resumes in the round it stopped in.
+A bracket search on a monotone predicate is bisection; none of the black-box optimisers' samplers does it, so it is
+written here (about a hundred lines) rather than wrapped in one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict
+
+from grokpipe.errors import ConfigError
+from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, CellDied, write_cells, write_packs
+from hydra_plugins.grokpipe_plugins.grid_sweeper import GridSweeper
+
+log = logging.getLogger(__name__)
+STATE = "boundary.json"
+# mode -> (the key the sweep lists: one search per value, the key searched)
+KEYS = {"ratio": ("optim.wd", "model.ratio"), "wd": ("model.ratio", "optim.wd")}
+
+
+def interior(a: int, b: int, k: int) -> list[int]:
+    """The k-section of the open index interval (a, b): up to k-1 distinct indices strictly inside it."""
+    return sorted({round(a + j * (b - a) / k) for j in range(1, k)} - {a, b})
+
+
+class Search:
+    """One search along the ladder at one value of the axis, from the verdicts of its points so far.
+    (A plain class: Hydra's plugin scan loads this module outside sys.modules, where dataclasses fail.)"""
+
+    def __init__(self, n: int) -> None:
+        self.n = n  # ladder length
+        self.verdicts: dict[int, bool] = {}  # index -> grokked (every seed's verdict, or the first seed's)
+        self.confirmed: set[int] = set()  # indices every seed has run
+
+    def bracket(self) -> tuple[int, int, list[int]]:
+        """(a, b, contradictions): a = the largest failing index (-1: none), b = the smallest grokking index above
+        it (n: none); grokking indices below a contradict monotonicity."""
+        fails = [i for i, g in self.verdicts.items() if not g]
+        a = max(fails, default=-1)
+        b = min((i for i, g in self.verdicts.items() if g and i > a), default=self.n)
+        return a, b, sorted(i for i, g in self.verdicts.items() if g and i < a)
+
+    def next(self, k: int, screen: bool) -> tuple[list[int], list[int]]:
+        """(indices to probe, indices to run with every seed); both empty when the search is settled."""
+        a, b, _ = self.bracket()
+        if b - a > 1:
+            return interior(a, b, k), []
+        ends = [i for i in (a, b) if 0 <= i < self.n and i not in self.confirmed]
+        return [], ends if screen else []
+
+
+def _num(v: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a number") from None
+
+
+class BoundarySweeper(GridSweeper):
+    def __init__(
+        self,
+        mode: str = "ratio",
+        values=None,
+        lo: float | None = None,
+        hi: float | None = None,
+        steps: int | None = None,
+        sections: int = 2,
+        share: float = 0.5,
+        seeds=None,
+        screen: bool = True,
+        max_rounds: int = 30,
+        pack: bool = False,
+        max_members=None,
+        max_batch_size=None,
+        params=None,
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params, pack=pack, max_members=max_members)
+        self.mode, self.values, self.lo, self.hi, self.steps = mode, values, lo, hi, steps
+        self.sections, self.share, self.seeds, self.screen, self.max_rounds = sections, share, seeds, screen, max_rounds
+
+    # ---------------------------------------------------------------- the command line and the ladder
+    def _settings(self) -> None:
+        """Check the sweeper's own keys; one line and exit 2 if one is out of its domain."""
+        problems = []
+        if self.mode not in KEYS:
+            problems.append(f"hydra.sweeper.mode={self.mode!r} is not allowed: ratio or wd")
+        if not (isinstance(self.sections, int) and 2 <= self.sections <= 64):
+            problems.append(f"hydra.sweeper.sections={self.sections!r} is not allowed: an integer in 2..64")
+        if not (isinstance(self.share, (int, float)) and 0 < self.share <= 1):
+            problems.append(f"hydra.sweeper.share={self.share!r} is not allowed: a share in (0, 1]")
+        if not (isinstance(self.max_rounds, int) and self.max_rounds >= 1):
+            problems.append(f"hydra.sweeper.max_rounds={self.max_rounds!r} is not allowed: an integer >= 1")
+        if self.values is None:
+            ok = all(isinstance(x, (int, float)) and x > 0 for x in (self.lo, self.hi)) and self.lo < self.hi
+            if not ok:
+                problems.append(f"hydra.sweeper.lo={self.lo!r}, hi={self.hi!r}: need 0 < lo < hi (or values: [...])")
+            elif not (isinstance(self.steps, int) and 2 <= self.steps <= 1000):
+                problems.append(f"hydra.sweeper.steps={self.steps!r} is not allowed: an integer in 2..1000")
+        elif len(self.values) < 2 or any(not isinstance(v, (int, float)) or v <= 0 for v in self.values):
+            problems.append(f"hydra.sweeper.values={list(self.values)!r}: at least two positive numbers")
+        if problems:
+            print(f"error: {problems[0]}", file=sys.stderr)
+            sys.exit(2)
+
+    def _ladder_values(self) -> list[float]:
+        if self.values is not None:
+            return sorted({float(v) for v in self.values})
+        step = math.log(self.hi / self.lo) / (self.steps - 1)
+        return [float(f"{self.lo * math.exp(step * i):.6g}") for i in range(self.steps)]
+
+    def _split(self, arguments: list[str]) -> tuple[list[str], list[str], list[int]]:
+        """(fixed overrides, the axis values, seeds) of the command line plus the preset's params."""
+        axis_key, searched = KEYS[self.mode]
+        texts = [*self._parse_config(), *arguments]
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        fixed, axis, seeds = [], None, self.seeds
+        for text, o in zip(texts, parser.parse_overrides(texts)):
+            key = o.get_key_element()
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            if key == axis_key:
+                axis = values
+            elif key == "train.seed":
+                seeds = [int(v) for v in values]
+            elif key in (searched, "model.d_model" if self.mode == "ratio" else searched):
+                raise ValueError(f"{key} is what hydra/sweeper=boundary searches: set hydra.sweeper.values or lo/hi")
+            elif o.is_sweep_override():
+                raise ValueError(f"{key} is swept: with hydra/sweeper=boundary only {axis_key} and train.seed are")
+            else:
+                fixed.append(text)
+        if axis is None:
+            raise ValueError(f"list the {axis_key} values to search at, e.g. {axis_key}=0.1,1")
+        for v in axis:
+            if not _num(v) > 0:
+                raise ValueError(f"{axis_key}={v}: must be positive")
+        return fixed, [str(v) for v in axis], list(seeds if seeds is not None else [0])
+
+    def _compose(self, overrides: list[str], num: int):
+        """A cell's config, checked; exits 2 with one line naming the cell if it is not allowed."""
+        from grokpipe.validate import prepare
+
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.num = num
+        try:
+            prepare(cfg)
+        except ConfigError as exc:
+            print(f"error: {' '.join(overrides[-3:])}: {exc}; nothing more was launched", file=sys.stderr)
+            sys.exit(2)
+        return cfg
+
+    def _ladder(self, fixed: list[str], axis: list[str]) -> list[tuple[float, str]]:
+        """The searched points as (value, override), ascending. In ratio mode each ratio becomes the d_model the
+        model's rule gives it (a multiple of its heads), and ratios that give the same d_model are one point."""
+        values = self._ladder_values()
+        if self.mode == "wd":
+            return [(v, f"optim.wd={v:g}") for v in values]
+        from grokpipe.validate import task_size
+
+        points = {}
+        for v in values:
+            cfg = self._compose([*fixed, f"optim.wd={axis[0]}", f"model.ratio={v:g}"], 0)
+            points.setdefault(int(cfg.model.d_model), cfg.model.d_model / task_size(cfg))
+        return [(ratio, f"model.d_model={d}") for d, ratio in sorted(points.items())]
+
+    def _axis_override(self, v: str) -> str:
+        return f"{KEYS[self.mode][0]}={v}"
+
+    # ---------------------------------------------------------------- the search
+    def sweep(self, arguments: list[str]):
+        self._settings()
+        try:
+            arguments = self.expand(arguments)
+            self.params = dict(text.split("=", 1) for text in self.expand(self._parse_config()))
+            fixed, axis, seeds = self._split(arguments)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        ladder = self._ladder(fixed, axis)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        settings = {
+            "mode": self.mode, "fixed": fixed, "axis": axis, "seeds": seeds, "ladder": [o for _, o in ladder],
+            "sections": self.sections, "share": self.share, "screen": bool(self.screen),
+        }  # fmt: skip
+        state = self._load_state(sweep_dir, settings)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what marks a sweep dir, as Hydra's sweepers do
+        first_seed_only = bool(self.screen) and len(seeds) > 1
+        for round_no in range(1, self.max_rounds + 1):
+            searches = {v: self._search(state, v, len(ladder), seeds) for v in axis}
+            todo = []
+            for v, search in searches.items():
+                probes, confirm = search.next(self.sections, first_seed_only)
+                todo += [(v, i, seeds[0]) for i in probes] if first_seed_only else [
+                    (v, i, s) for i in probes for s in seeds
+                ]
+                todo += [(v, i, s) for i in confirm for s in seeds[1:]]
+            todo = [t for t in todo if not self._finished(state, t)]
+            if not todo:
+                break
+            log.info(f"boundary round {round_no}: {len(todo)} cell{'s' * (len(todo) != 1)}")
+            self._launch(state, sweep_dir, todo, fixed, ladder, round_no)
+        else:
+            log.warning(f"boundary search stopped after max_rounds={self.max_rounds} rounds, unsettled")
+        rows = self._report(state, sweep_dir, axis, ladder, seeds)
+        from grokpipe.sweep import read_cells
+        from grokpipe.sweep_figures import plot_boundary
+        from grokpipe.sweep_summary import table
+
+        plot_boundary(rows, table(read_cells(sweep_dir)), sweep_dir / "boundary.png", sweep_dir.name, self.share)
+        for r in rows:
+            log.info(
+                f"{KEYS[self.mode][0]}={r['axis']}: critical {KEYS[self.mode][1].split('.')[1]} {r['critical']} "
+                f"(bracket {r['bracket_lo']}..{r['bracket_hi']}, {r['status']}, {r['runs']} runs)"
+            )
+        return None
+
+    def _load_state(self, sweep_dir: Path, settings: dict) -> dict:
+        path = sweep_dir / STATE
+        if path.exists():
+            state = json.loads(path.read_text())
+            if state["settings"] != settings:
+                differ = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+                print(
+                    f"error: {sweep_dir} holds a boundary search with other settings (differs in: "
+                    f"{', '.join(differ)}); use a new hydra.sweep.dir",
+                    file=sys.stderr,
+                )
+                sys.exit(2)
+            log.info(f"resuming the boundary search in {sweep_dir}: {len(state['cells'])} cells known")
+            return state
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        return {"settings": settings, "cells": [], "rounds": []}
+
+    @staticmethod
+    def _key(v: str, i: int, seed: int) -> str:
+        return f"{v}|{i}|{seed}"
+
+    def _cell(self, state: dict, t: tuple) -> dict | None:
+        key = self._key(*t)
+        return next((c for c in state["cells"] if c["key"] == key), None)
+
+    def _summary(self, cell: dict | None) -> dict | None:
+        if cell is None:
+            return None
+        path = Path(cell["dir"]) / "summary.json"
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return summary if summary.get("status") in SUCCESS else None
+
+    def _finished(self, state: dict, t: tuple) -> bool:
+        return self._summary(self._cell(state, t)) is not None
+
+    def _search(self, state: dict, v: str, n: int, seeds: list[int]) -> Search:
+        """The verdict of every point probed at axis value v: every seed's if all ran, else the first seed's."""
+        search = Search(n)
+        for i in range(n):
+            done = [self._summary(self._cell(state, (v, i, s))) for s in seeds]
+            finished = [d for d in done if d is not None]
+            if len(finished) == len(seeds):
+                search.confirmed.add(i)
+                search.verdicts[i] = sum(bool(d["grokked"]) for d in finished) >= self.share * len(seeds) - 1e-9
+            elif done[0] is not None:
+                search.verdicts[i] = bool(done[0]["grokked"])
+        return search
+
+    def _launch(self, state: dict, sweep_dir: Path, todo: list, fixed: list[str], ladder: list, round_no: int) -> None:
+        """One round's cells: new cells numbered after the known ones, all checked before any goes out, then one
+        batch per contiguous run of cell numbers (one, except where a resumed round re-runs unfinished cells)."""
+        jobs = []
+        for t in todo:
+            cell = self._cell(state, t)
+            if cell is None:
+                v, i, seed = t
+                num = len(state["cells"])
+                overrides = [*fixed, self._axis_override(v), ladder[i][1], f"train.seed={seed}"]
+                cfg = self._compose(overrides, num)
+                cell = {"num": num, "key": self._key(*t), "overrides": overrides,
+                        "dir": str(sweep_dir / str(cfg.hydra.sweep.subdir)), "round": round_no}  # fmt: skip
+                state["cells"].append(cell)
+            jobs.append(cell)
+        state["rounds"].append({"round": round_no, "cells": [c["num"] for c in jobs]})
+        (sweep_dir / STATE).write_text(json.dumps(state, indent=1) + "\n")
+        write_cells(sweep_dir, [{k: c[k] for k in ("num", "overrides", "dir")} for c in state["cells"]])
+        jobs.sort(key=lambda c: c["num"])
+        try:
+            if self.pack:
+                self._launch_packed(sweep_dir, jobs)
+                return
+            runs, start = [], 0
+            for n, cell in enumerate(jobs):
+                if n and cell["num"] != jobs[n - 1]["num"] + 1:
+                    runs.append(jobs[start:n])
+                    start = n
+            runs.append(jobs[start:])
+            for run in runs:
+                results = self.launcher.launch([c["overrides"] for c in run], initial_job_idx=run[0]["num"])
+                for r in results:
+                    _ = r.return_value
+        except CellDied as exc:  # its summary.json says failed: the point is decided by the seeds that finished
+            log.warning(f"a cell died: {exc}")
+
+    def _launch_packed(self, sweep_dir: Path, jobs: list[dict]) -> None:
+        """The round's cells packed by shape; pack numbers go on from the earlier rounds' (packs.json keeps all)."""
+        from grokpipe.packing import group_by_shape
+        from grokpipe.sweep import PACKS
+
+        previous = json.loads((sweep_dir / PACKS).read_text()) if (sweep_dir / PACKS).exists() else []
+        cfgs = []
+        for cell in jobs:
+            cfg = self._compose(cell["overrides"], cell["num"])
+            task_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+            with open_dict(task_cfg):
+                del task_cfg["hydra"]
+                if task_cfg.logger.get("group") is None:
+                    from grokpipe.sweep import sweep_group
+
+                    task_cfg.logger.group = sweep_group(str(sweep_dir))
+            (Path(cell["dir"]) / ".hydra").mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(task_cfg, Path(cell["dir"]) / ".hydra" / "config.yaml")
+            OmegaConf.save(OmegaConf.create(cell["overrides"]), Path(cell["dir"]) / ".hydra" / "overrides.yaml")
+            cfgs.append(task_cfg)
+        k0 = len(previous)
+        packs = group_by_shape(cfgs, self.max_members)
+        plan = [
+            {"pack": k0 + k, "cells": [jobs[i]["num"] for i in members], "dirs": [jobs[i]["dir"] for i in members]}
+            for k, members in enumerate(packs)
+        ]
+        write_packs(sweep_dir, previous + plan)
+        launched = [[*jobs[m[0]]["overrides"], f"+pack={k0 + k}", f"hydra.sweep.subdir=packs/{k0 + k}"]
+                    for k, m in enumerate(packs)]  # fmt: skip
+        for r in self.launcher.launch(launched, initial_job_idx=k0):
+            _ = r.return_value
+
+    # ---------------------------------------------------------------- the report
+    def _report(self, state: dict, sweep_dir: Path, axis: list[str], ladder: list, seeds: list[int]) -> list[dict]:
+        """boundary.csv and boundary.json's `boundary`: per axis value, the critical point, its bracket, the cost."""
+        import csv
+
+        rows = []
+        for v in axis:
+            search = self._search(state, v, len(ladder), seeds)
+            a, b, contra = search.bracket()
+            mine = [c for c in state["cells"] if c["key"].split("|")[0] == v]
+            summaries = [s for s in (self._summary(c) for c in mine) if s is not None]
+            settled = not any(search.next(self.sections, bool(self.screen) and len(seeds) > 1))
+            if b == 0:
+                status = "below range: the smallest point groks"
+            elif a == len(ladder) - 1:
+                status = "above range: no point groks"
+            else:
+                status = "found" if settled else "unsettled"
+            if contra:
+                status += f"; {len(contra)} point(s) contradict monotonicity"
+            rows.append(
+                {
+                    "mode": self.mode,
+                    "axis": _num(v),
+                    "critical": round(ladder[b][0], 6) if b < len(ladder) else None,
+                    "bracket_lo": round(ladder[a][0], 6) if a >= 0 else None,
+                    "bracket_hi": round(ladder[b][0], 6) if b < len(ladder) else None,
+                    "status": status,
+                    "seeds": len(seeds),
+                    "points": len(search.verdicts),
+                    "runs": len(mine),
+                    "run_epochs": sum(int(s.get("epochs_run") or 0) for s in summaries),
+                    "contradictions": " ".join(f"{ladder[i][0]:.6g}" for i in contra),
+                }
+            )
+        with open(sweep_dir / BOUNDARY, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=BOUNDARY_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        state["boundary"] = rows
+        state["assumption"] = (
+            f"grokking is monotone in {KEYS[self.mode][1]} at fixed {KEYS[self.mode][0]}: "
+            "once a point groks (share of seeds), every larger one does"
+        )
+        (sweep_dir / STATE).write_text(json.dumps(state, indent=1) + "\n")
+        return rows

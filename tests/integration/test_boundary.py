@@ -1,0 +1,93 @@
+"""The boundary sweeper on real runs: it settles a bracket whose cells agree with it, with fewer cells than the
+grid, writes its table, figure and database table, and a relaunch of the same command trains nothing again."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+
+import pytest
+from helpers import GROK, file_hashes, launch
+
+# GROK's MLP at p=59: ratio 1 groks by about epoch 600, ratio 1/16 (d_model 4) does not in 800 epochs
+SEARCH = [
+    *[o for o in GROK if not o.startswith("train.max_epochs=")],
+    "train.max_epochs=800",
+    "hydra/sweeper=boundary",
+    "optim.wd=1",
+    "hydra.sweeper.values=[0.0625,0.25,1]",
+    "hydra.sweeper.seeds=[0,1]",
+]
+
+
+@pytest.mark.slow
+def test_boundary_search_settles_reports_and_resumes(tmp_path):
+    sweep = tmp_path / "b"
+    first = launch(["-m", *SEARCH, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = json.loads((sweep / "boundary.json").read_text())
+    (row,) = state["boundary"]
+    ratios = [0.0625, 15 / 59, 1.0]  # the ladder as d_model / p (0.25 * 59 rounds to 15)
+    assert row["status"] == "found" or row["status"].startswith(("below range", "above range"))
+    verdict = {}
+    for cell in state["cells"]:
+        _, index, seed = cell["key"].split("|")
+        summary = json.loads((sweep / str(cell["num"]) / "summary.json").read_text())
+        assert summary["status"] in ("grokked", "completed")
+        verdict.setdefault(int(index), []).append(summary["grokked"])
+    # the bracket's ends ran every seed, and their verdicts are the bracket's
+    if row["bracket_lo"] is not None:
+        lo = ratios.index(pytest.approx(row["bracket_lo"], rel=1e-5))
+        assert len(verdict[lo]) == 2 and sum(verdict[lo]) < 1  # share 0.5 of 2 seeds: at least one groks
+    if row["bracket_hi"] is not None:
+        hi = ratios.index(pytest.approx(row["bracket_hi"], rel=1e-5))
+        assert len(verdict[hi]) == 2 and sum(verdict[hi]) >= 1
+        assert row["critical"] == row["bracket_hi"]
+    assert row["runs"] == len(state["cells"]) < 3 * 2  # fewer cells than the 3-ratio x 2-seed grid
+    assert row["run_epochs"] > 0 and row["seeds"] == 2
+    assert [c["num"] for c in json.loads((sweep / "cells.json").read_text())] == list(range(row["runs"]))
+    with open(sweep / "boundary.csv", newline="") as fh:
+        (table,) = list(csv.DictReader(fh))
+    assert float(table["axis"]) == 1.0 and int(table["runs"]) == row["runs"]
+    assert (sweep / "boundary.png").stat().st_size > 10_000
+    with sqlite3.connect(sweep / "experiments.db") as con:
+        (db,) = con.execute("SELECT axis, critical, runs, run_epochs FROM boundary").fetchall()
+    assert db == (1.0, row["critical"], row["runs"], row["run_epochs"])
+    assert f"boundary (ratio) at 1: critical {row['critical']}" in first.stdout
+
+    before = {k: v for k, v in file_hashes(sweep).items() if k.endswith(("summary.json", "metrics.csv"))}
+    again = launch(["-m", *SEARCH, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming the boundary search in {sweep}: {row['runs']} cells known" in again.stderr + again.stdout
+    assert "boundary round" not in again.stderr + again.stdout  # nothing left to train
+    after = {k: v for k, v in file_hashes(sweep).items() if k.endswith(("summary.json", "metrics.csv"))}
+    assert after == before
+    assert json.loads((sweep / "boundary.json").read_text())["boundary"] == state["boundary"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model.d_model=8,16"], "model.d_model is what hydra/sweeper=boundary searches"),
+        (["train.batch_size=16,32"], "train.batch_size is swept: with hydra/sweeper=boundary only optim.wd"),
+        (["hydra.sweeper.share=0"], "hydra.sweeper.share=0 is not allowed: a share in (0, 1]"),
+    ],
+)
+def test_boundary_bad_input_is_one_line(tmp_path, args, message):
+    result = launch(["-m", *SEARCH, *args, f"hydra.sweep.dir={tmp_path / 's'}"], cwd=tmp_path)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert message in line, line
+    assert not (tmp_path / "s" / "0").exists()
+
+
+def test_a_relaunch_with_other_settings_is_refused(tmp_path):
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    settings = {"mode": "ratio", "fixed": [], "axis": ["1"], "seeds": [0], "ladder": [], "sections": 2, "share": 0.5,
+                "screen": True}  # fmt: skip
+    (sweep / "boundary.json").write_text(json.dumps({"settings": settings, "cells": [], "rounds": []}))
+    result = launch(["-m", *SEARCH, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "holds a boundary search with other settings (differs in: fixed, ladder, seeds)" in result.stderr

@@ -1,0 +1,102 @@
+"""The boundary sweeper's search on a ladder, checked against every monotone (and some non-monotone) truth."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from hydra_plugins.grokpipe_plugins.boundary_sweeper import BoundarySweeper, Search, interior
+
+
+def run_search(truth: list[bool], k: int, screen_truth: list[bool] | None = None) -> tuple[Search, list[int]]:
+    """Drive a Search to its end: probes get the screened verdict (first seed), confirmations the true one."""
+    screen_truth = truth if screen_truth is None else screen_truth
+    search, probed = Search(len(truth)), []
+    for _ in range(100):
+        probes, confirm = search.next(k, screen=True)
+        if not probes and not confirm:
+            return search, probed
+        for i in probes:
+            assert i not in search.verdicts, f"index {i} probed twice"
+            search.verdicts[i] = screen_truth[i]
+            probed.append(i)
+        for i in confirm:
+            search.verdicts[i] = truth[i]
+            search.confirmed.add(i)
+    raise AssertionError("the search did not settle in 100 rounds")
+
+
+def test_interior_k_sections():
+    assert interior(-1, 8, 2) == [4]  # round(3.5) = 4
+    assert interior(-1, 8, 3) == [2, 5]
+    assert interior(2, 4, 4) == [3]  # fewer points than sections: each once
+    assert interior(3, 4, 2) == []
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 13])
+def test_finds_the_first_grokking_point_of_every_monotone_truth(n, k):
+    for first in range(n + 1):  # first = n: nothing groks
+        truth = [i >= first for i in range(n)]
+        search, probed = run_search(truth, k)
+        a, b, contra = search.bracket()
+        assert (a, b, contra) == (first - 1, first, [])
+        # both ends of the bracket are confirmed with every seed, where they exist
+        assert {i for i in (a, b) if 0 <= i < n} <= search.confirmed
+        if k == 2 and n > 1:  # bisection: about log2(n + 1) probes
+            assert len(probed) <= (n + 1).bit_length() + 1
+
+
+def test_bisection_uses_fewer_points_than_the_grid():
+    truth = [i >= 5 for i in range(13)]
+    _, probed = run_search(truth, 2)
+    assert len(probed) == 4 < 13
+
+
+def test_a_screen_overturned_by_the_seeds_moves_the_bracket():
+    truth = [i >= 4 for i in range(8)]
+    screened = [i >= 3 for i in range(8)]  # the first seed groks at 3, the seeds together do not
+    search, _ = run_search(truth, 2, screened)
+    assert search.bracket()[:2] == (3, 4)
+    assert search.verdicts[3] is False and 3 in search.confirmed
+
+
+def test_contradictions_are_reported_and_the_boundary_goes_above_the_highest_failure():
+    search = Search(6)
+    search.verdicts = {0: False, 1: True, 2: False, 3: True, 5: True}
+    a, b, contra = search.bracket()
+    assert (a, b, contra) == (2, 3, [1])
+
+
+def test_every_verdict_pattern_settles():
+    for bits in itertools.product([False, True], repeat=6):
+        search, _ = run_search(list(bits), 2)
+        a, b, _ = search.bracket()
+        assert b - a <= 1 and (b == 6 or bits[b]) and (a == -1 or not bits[a])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "width"}, "hydra.sweeper.mode='width' is not allowed: ratio or wd"),
+        ({"values": [1]}, "hydra.sweeper.values=[1]: at least two positive numbers"),
+        ({"values": [1, -2]}, "hydra.sweeper.values=[1, -2]: at least two positive numbers"),
+        ({"lo": 2.0, "hi": 1.0}, "hydra.sweeper.lo=2.0, hi=1.0: need 0 < lo < hi (or values: [...])"),
+        ({"steps": 1}, "hydra.sweeper.steps=1 is not allowed: an integer in 2..1000"),
+        ({"sections": 1}, "hydra.sweeper.sections=1 is not allowed: an integer in 2..64"),
+        ({"max_rounds": 0}, "hydra.sweeper.max_rounds=0 is not allowed: an integer >= 1"),
+    ],
+)
+def test_sweeper_settings_out_of_domain_are_one_line(kwargs, message, capsys):
+    sweeper = BoundarySweeper(**{"lo": 0.125, "hi": 8.0, "steps": 13, **kwargs})
+    with pytest.raises(SystemExit) as exit_:
+        sweeper._settings()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_the_default_ladder_is_geometric():
+    sweeper = BoundarySweeper(lo=0.125, hi=8.0, steps=13)
+    ladder = sweeper._ladder_values()
+    assert ladder[0] == 0.125 and ladder[-1] == 8.0 and ladder[6] == 1.0 and len(ladder) == 13
