@@ -7,7 +7,9 @@ The assumption, stated in every report: at a fixed weight decay (ratio) grokking
 decay): once a point groks, every larger one does. Evaluated cells that contradict it are listed, not hidden, and
 the boundary is placed above the largest point that failed.
 
-Search: k-section (`sections`) of the ladder's index range, every unsettled weight decay at once. With `screen`,
+Search: the top of the ladder first (if it fails, nothing on the ladder groks; if it groks, it stopped early and
+cost little), then k-section (`sections`) of the ladder's index range, every unsettled weight decay at once. With
+`screen`,
 a probe runs the first seed only; once the bracket [last failing point, first grokking point] is adjacent, both
 ends run every seed, and the search goes on if the seeds overturn a verdict. Each round's cells go out as one batch
 through the chosen launcher (one SLURM array per round; packed with `pack=true`). The sweep dir's boundary.json
@@ -62,6 +64,8 @@ class Search:
     def next(self, k: int, screen: bool) -> tuple[list[int], list[int]]:
         """(indices to probe, indices to run with every seed); both empty when the search is settled."""
         a, b, _ = self.bracket()
+        if self.n and self.n - 1 not in self.verdicts:  # the top first: it decides "above range" alone, and a
+            return sorted({self.n - 1, *interior(a, self.n - 1, k)[: k - 2]}), []  # top that groks stops early
         if b - a > 1:
             return interior(a, b, k), []
         ends = [i for i in (a, b) if 0 <= i < self.n and i not in self.confirmed]

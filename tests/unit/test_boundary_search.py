@@ -44,14 +44,16 @@ def test_finds_the_first_grokking_point_of_every_monotone_truth(n, k):
         assert (a, b, contra) == (first - 1, first, [])
         # both ends of the bracket are confirmed with every seed, where they exist
         assert {i for i in (a, b) if 0 <= i < n} <= search.confirmed
-        if k == 2 and n > 1:  # bisection: about log2(n + 1) probes
-            assert len(probed) <= (n + 1).bit_length() + 1
+        if k == 2 and n > 1:  # the top, then bisection: about log2(n) + 1 probes
+            assert len(probed) <= n.bit_length() + 1
+        if first == n and k == 2:  # nothing groks: the top alone decides it
+            assert probed == [n - 1]
 
 
 def test_bisection_uses_fewer_points_than_the_grid():
     truth = [i >= 5 for i in range(13)]
     _, probed = run_search(truth, 2)
-    assert len(probed) == 4 < 13
+    assert probed == [12, 6, 2, 4, 5]  # the top, then bisection of the rest
 
 
 def test_a_screen_overturned_by_the_seeds_moves_the_bracket():
