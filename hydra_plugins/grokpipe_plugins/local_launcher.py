@@ -2,7 +2,8 @@
 
 Each cell runs in a forked worker with torch's thread count set so workers x threads = cores (two
 one-thread processes beat one two-thread process for these small models). A worker that dies (killed,
-out of memory) is reported as a failed cell; the other cells go on.
+out of memory) is reported as a failed cell; the other cells go on. While it waits, one status line
+(`grokpipe.sweep_status`) says how many cells are done, running, pending and failed.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import open_dict
 
 from grokpipe.sweep import CellDied, mark_failed
+from grokpipe.sweep_status import ENDED, PENDING, RUNNING, SweepStatus
 
 log = logging.getLogger(__name__)
+POLL_S = 1.0  # how often the status line is refreshed while every worker is busy
 
 
 class LocalLauncher(Launcher):
-    def __init__(self, n_jobs: int | None = None, threads_per_job: int | None = None) -> None:
-        self.n_jobs, self.threads_per_job = n_jobs, threads_per_job
+    def __init__(
+        self, n_jobs: int | None = None, threads_per_job: int | None = None, status_every_s: float = 60
+    ) -> None:
+        self.n_jobs, self.threads_per_job, self.status_every_s = n_jobs, threads_per_job, status_every_s
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
@@ -63,9 +68,11 @@ class LocalLauncher(Launcher):
         log.info(f"Launching {len(job_overrides)} jobs locally: {n_jobs} at a time, {threads} torch thread(s) each")
 
         ctx = multiprocessing.get_context("fork")
+        sweep_dir = Path(self.config.hydra.sweep.dir)
         pending = list(enumerate(job_overrides, start=initial_job_idx))
         running: dict[int, tuple] = {}  # sentinel -> (num, process, receiving end)
         results: dict[int, JobReturn] = {}
+        status = SweepStatus(sweep_dir, [num for num, _ in pending], self.status_every_s)
         while pending or running:
             while pending and len(running) < n_jobs:
                 num, overrides = pending.pop(0)
@@ -75,7 +82,8 @@ class LocalLauncher(Launcher):
                 proc.start()
                 send.close()
                 running[proc.sentinel] = (num, proc, recv)
-            for sentinel in wait(list(running)):
+            status.update(_states(pending, running, results))
+            for sentinel in wait(list(running), timeout=POLL_S):
                 num, proc, recv = running.pop(sentinel)
                 try:
                     ret = recv.recv() if recv.poll() else None
@@ -86,7 +94,18 @@ class LocalLauncher(Launcher):
                     code = proc.exitcode
                     how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
                     error = f"worker process {how} without a result (out of memory or killed?)"
-                    mark_failed(Path(self.config.hydra.sweep.dir), num, error)
+                    mark_failed(sweep_dir, num, error)
                     ret = JobReturn(status=JobStatus.FAILED, _return_value=CellDied(error))
                 results[num] = ret
+        status.update(_states(pending, running, results))
+        status.close()
         return [results[num] for num in sorted(results)]
+
+
+def _states(pending: list, running: dict, results: dict) -> dict[int, str]:
+    """Each job's state for the status line."""
+    return {
+        **{num: PENDING for num, _ in pending},
+        **{num: RUNNING for num, _, _ in running.values()},
+        **dict.fromkeys(results, ENDED),
+    }

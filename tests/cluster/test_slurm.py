@@ -1,4 +1,5 @@
-"""Sweeps on a real SLURM cluster (scripts/slurm_up.sh): one job array, and a requeue that resumes exactly.
+"""Sweeps on a real SLURM cluster (scripts/slurm_up.sh): one job array, several where the grid is larger than the
+cluster's MaxArraySize, and a requeue that resumes exactly.
 
 Skipped when no cluster answers, unless CI is set: then a missing cluster is a failure (tests/cluster/conftest.py).
 """
@@ -52,6 +53,52 @@ def test_grid_goes_to_slurm_as_one_array_job(tmp_path):
     assert all(s["status"] == "completed" for s in summaries)
     assert len(list(csv.DictReader(open(sweep / "sweep_summary.csv")))) == 4
     assert (sweep / "phase_diagram.png").exists()
+
+
+def test_a_grid_larger_than_the_clusters_array_limit_goes_out_as_several_arrays(tmp_path):
+    """scripts/slurm_up.sh sets MaxArraySize=5: 8 cells are an array of 5 and one of 3, awaited as one sweep."""
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^MaxArraySize\s*=\s*5$", config, re.M), "not scripts/slurm_up.sh's MaxArraySize"
+    sweep = tmp_path / "sw"
+    run = [o if not o.startswith("train.max_epochs=") else "train.max_epochs=30" for o in TINY]
+    grid = ["model.d_model=8,16", "optim.wd=0.1,1", "train.seed=0,1"]
+    r = launch(
+        ["-m", "hydra/launcher=slurm", *run, *grid, f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    first, second = _array_jobs(sweep)
+    arrays = [(sweep / ".submitit" / job / f"{job}_submission.sh").read_text() for job in (first, second)]
+    assert "#SBATCH --array=0-4%5" in arrays[0] and "#SBATCH --array=0-2%3" in arrays[1]
+    tasks = sorted(p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name))
+    assert tasks == sorted([*(f"{first}_{i}" for i in range(5)), *(f"{second}_{i}" for i in range(3))])
+    # each cell in its own dir, the second array's tasks numbered on from the first's
+    for cell in json.loads((sweep / "cells.json").read_text()):
+        s = json.loads((Path(cell["dir"]) / "summary.json").read_text())
+        assert s["status"] == "completed"
+        assert f"model.d_model={s['d_model']}" in cell["overrides"] and f"train.seed={s['seed']}" in cell["overrides"]
+    assert f"sweep summary (8 cells, 0 failed): {sweep}" in r.stdout
+    assert len(list(csv.DictReader(open(sweep / "cells.csv")))) == 8
+    status = [line for line in r.stderr.splitlines() if line.startswith("sweep: ")]
+    assert status[-1].startswith("sweep: 8/8 done (0 grokked), 0 running, 0 pending, 0 failed; "), status
+
+
+def test_a_jobs_per_user_limit_sends_the_rest_as_earlier_cells_finish(tmp_path):
+    """max_submit_jobs=2 (an association's MaxSubmitJobs, where SLURM keeps accounting): 3 cells go out as an array
+    of 2, and the third as a job of its own once one of those has finished."""
+    sweep = tmp_path / "sw"
+    run = [o if not o.startswith("train.max_epochs=") else "train.max_epochs=30" for o in TINY]
+    args = ["-m", "hydra/launcher=slurm", *run, "train.seed=0,1,2", "hydra.launcher.max_submit_jobs=2"]
+    r = launch([*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first, second = _array_jobs(sweep)
+    scripts = [sweep / ".submitit" / job / f"{job}_submission.sh" for job in (first, second)]
+    assert "#SBATCH --array=0-1%2" in scripts[0].read_text() and "--array" not in scripts[1].read_text()
+    finished = min((sweep / ".submitit" / f"{first}_{i}" / f"{first}_{i}_0_result.pkl").stat().st_mtime for i in (0, 1))
+    assert scripts[1].stat().st_mtime >= finished, "the third cell went out before a place was free"
+    assert [json.loads((sweep / str(i) / "summary.json").read_text())["seed"] for i in range(3)] == [0, 1, 2]
+    assert f"sweep summary (3 cells, 0 failed): {sweep}" in r.stdout
 
 
 RUN = [
