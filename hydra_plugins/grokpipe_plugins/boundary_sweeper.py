@@ -9,9 +9,9 @@ the boundary is placed above the largest point that failed.
 
 Search: the top of the ladder first (if it fails, nothing on the ladder groks; if it groks, it stopped early and
 cost little), then k-section (`sections`) of the ladder's index range, every unsettled weight decay at once. With
-`screen`,
-a probe runs the first seed only; once the bracket [last failing point, first grokking point] is adjacent, both
-ends run every seed, and the search goes on if the seeds overturn a verdict. Each round's cells go out as one batch
+`screen`, a probe runs the first seed only; once the bracket [last failing point, first grokking point] is adjacent,
+its ends run further seeds, the fewest that can decide them (3 seeds, share 0.5: a second seed that agrees with the
+first settles the point), and the search goes on if the seeds overturn a verdict. Each round's cells go out as one batch
 through the chosen launcher (one SLURM array per round; packed with `pack=true`). The sweep dir's boundary.json
 keeps the search: a relaunch of the same command reuses every finished cell and resumes in the round it stopped in.
 A bracket search on a monotone predicate is bisection; none of the black-box optimisers' samplers does it, so it is
@@ -215,7 +215,7 @@ class BoundarySweeper(GridSweeper):
                 todo += [(v, i, seeds[0]) for i in probes] if first_seed_only else [
                     (v, i, s) for i in probes for s in seeds
                 ]
-                todo += [(v, i, s) for i in confirm for s in seeds[1:]]
+                todo += [(v, i, s) for i in confirm for s in self._more_seeds(state, v, i, seeds)]
             todo = [t for t in todo if not self._finished(state, t)]
             if not todo:
                 break
@@ -274,18 +274,36 @@ class BoundarySweeper(GridSweeper):
     def _finished(self, state: dict, t: tuple) -> bool:
         return self._summary(self._cell(state, t)) is not None
 
+    def _need(self, n_seeds: int) -> int:
+        """How many of a point's seeds must grok for the point to grok."""
+        return max(1, math.ceil(self.share * n_seeds - 1e-9))
+
+    def _tally(self, state: dict, v: str, i: int, seeds: list[int]) -> tuple[int, int, list[int], dict | None]:
+        """(seeds that grokked, seeds that did not, seeds not run yet, the first seed's summary) of one point."""
+        done = {s: self._summary(self._cell(state, (v, i, s))) for s in seeds}
+        grok = sum(bool(d["grokked"]) for d in done.values() if d is not None)
+        fail = sum(not d["grokked"] for d in done.values() if d is not None)
+        return grok, fail, [s for s in seeds if done[s] is None], done[seeds[0]]
+
     def _search(self, state: dict, v: str, n: int, seeds: list[int]) -> Search:
-        """The verdict of every point probed at axis value v: every seed's if all ran, else the first seed's."""
-        search = Search(n)
+        """The verdict of every point probed at axis value v: decided once enough seeds grokked (or failed) for
+        `share` to settle it; before that, the first seed's (a screen)."""
+        search, need = Search(n), self._need(len(seeds))
         for i in range(n):
-            done = [self._summary(self._cell(state, (v, i, s))) for s in seeds]
-            finished = [d for d in done if d is not None]
-            if len(finished) == len(seeds):
+            grok, fail, _, first = self._tally(state, v, i, seeds)
+            if grok >= need or fail > len(seeds) - need:
                 search.confirmed.add(i)
-                search.verdicts[i] = sum(bool(d["grokked"]) for d in finished) >= self.share * len(seeds) - 1e-9
-            elif done[0] is not None:
-                search.verdicts[i] = bool(done[0]["grokked"])
+                search.verdicts[i] = grok >= need
+            elif first is not None:
+                search.verdicts[i] = bool(first["grokked"])
         return search
+
+    def _more_seeds(self, state: dict, v: str, i: int, seeds: list[int]) -> list[int]:
+        """The fewest further seeds that could decide a screened point: as many as it still needs to grok, or one
+        more than the failures it can still afford, whichever is less (the next round adds more if undecided)."""
+        need = self._need(len(seeds))
+        grok, fail, unrun, _ = self._tally(state, v, i, seeds)
+        return unrun[: max(0, min(need - grok, len(seeds) - need - fail + 1))]
 
     def _launch(self, state: dict, sweep_dir: Path, todo: list, fixed: list[str], ladder: list, round_no: int) -> None:
         """One round's cells: new cells numbered after the known ones, all checked before any goes out, then one

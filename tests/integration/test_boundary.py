@@ -36,13 +36,14 @@ def test_boundary_search_settles_reports_and_resumes(tmp_path):
         summary = json.loads((sweep / str(cell["num"]) / "summary.json").read_text())
         assert summary["status"] in ("grokked", "completed")
         verdict.setdefault(int(index), []).append(summary["grokked"])
-    # the bracket's ends ran every seed, and their verdicts are the bracket's
+    # the bracket's ends are decided by their seeds (share 0.5 of 2: one grokking seed makes a point grok, so a
+    # failing end needs both seeds to fail)
     if row["bracket_lo"] is not None:
         lo = ratios.index(pytest.approx(row["bracket_lo"], rel=1e-5))
-        assert len(verdict[lo]) == 2 and sum(verdict[lo]) < 1  # share 0.5 of 2 seeds: at least one groks
+        assert verdict[lo] == [False, False]
     if row["bracket_hi"] is not None:
         hi = ratios.index(pytest.approx(row["bracket_hi"], rel=1e-5))
-        assert len(verdict[hi]) == 2 and sum(verdict[hi]) >= 1
+        assert any(verdict[hi])
         assert row["critical"] == row["bracket_hi"]
     assert row["runs"] == len(state["cells"]) < 3 * 2  # fewer cells than the 3-ratio x 2-seed grid
     assert row["run_epochs"] > 0 and row["seeds"] == 2

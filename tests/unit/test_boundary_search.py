@@ -102,3 +102,15 @@ def test_the_default_ladder_is_geometric():
     sweeper = BoundarySweeper(lo=0.125, hi=8.0, steps=13)
     ladder = sweeper._ladder_values()
     assert ladder[0] == 0.125 and ladder[-1] == 8.0 and ladder[6] == 1.0 and len(ladder) == 13
+
+
+@pytest.mark.parametrize(
+    ("grok", "fail", "more"),
+    [(0, 1, 1), (1, 0, 1), (1, 1, 1), (2, 0, 0), (0, 2, 0), (0, 0, 2)],
+)
+def test_only_the_seeds_that_can_still_decide_a_point_run(monkeypatch, grok, fail, more):
+    sweeper = BoundarySweeper(share=0.5)  # 3 seeds: a point groks when 2 do
+    unrun = [s for s in (0, 1, 2)][grok + fail :]
+    monkeypatch.setattr(sweeper, "_tally", lambda *_: (grok, fail, unrun, None))
+    assert sweeper._need(3) == 2
+    assert sweeper._more_seeds({}, "1", 0, [0, 1, 2]) == unrun[:more]
