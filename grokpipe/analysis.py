@@ -202,9 +202,14 @@ def analyze_run(
 ) -> RunAnalysis:
     """Cosine probe and Fourier spectrum at every checkpoint of a run; the cosine matrix at matrix_epoch (else last)."""
     cfg = load_run_config(run_dir)
+    task = build_task(cfg.task)
+    if task.spec.output != "classes":
+        raise AnalysisError(
+            f"the cosine probe and the Fourier spectrum need class labels; task {task.name!r} has {task.spec.output} "
+            "targets (scripts/llc.py reads any run)"
+        )
     if fourier:
         check_fourier_task(cfg)
-    task = build_task(cfg.task)
     x, y = task.samples()  # every pair, train and val: the probe covers the task
     n = task.spec.n_outputs
     metric_rows = read_metrics(Path(run_dir) / "metrics.csv") if (Path(run_dir) / "metrics.csv").exists() else []

@@ -25,6 +25,7 @@ def _finite(epochs: list[int], values: list, positive: bool) -> tuple[list[int],
     return [e for e, _ in keep], [v for _, v in keep]
 
 
+LOG_Y = ("loss", "mae")  # the metrics drawn on a log axis: they fall by orders of magnitude towards 0
 # columns that are bookkeeping or labels, not curves: no panel of their own
 NOT_DRAWN = ("epoch", "elapsed", "lr")
 NOT_DRAWN_PREFIX = ("fourier_key", "fourier_norm_")
@@ -44,10 +45,12 @@ def plot_curves(
     grok_epoch: int | None,
     memorized_epoch: int | None,
     crossed: dict[str, int | None] | None = None,
+    count: str = "epoch",
 ) -> None:
     """Each metric measured on train and val against epoch (log x) in the first row, each other measure in the
     rows below, with memorisation, grok and each measure's threshold crossing marked. Only the finite points are
-    drawn (a diverged run shows the part before it diverged); losses on a log axis."""
+    drawn (a diverged run shows the part before it diverged); losses and errors on a log axis. `count`: what the
+    x axis counts (epoch, or step for a run in steps)."""
     epochs = [r["epoch"] for r in rows]
     names = split_metrics(rows) or ["loss"]
     others = measure_columns(rows)
@@ -58,7 +61,7 @@ def plot_curves(
     panels += [(ax, col, False) for ax, col in zip([a for row in axes[1:] for a in row], others)]
     drawn = 0
     for ax, name, split in panels:
-        log_y, here = name.endswith("loss"), 0
+        log_y, here = name.endswith(LOG_Y), 0
         series = [(s, f"{s}_{name}") for s in SPLITS] if split else [(name, name)]
         for label, col in series:
             xs, ys = _finite(epochs, [r.get(col) for r in rows], positive=log_y)
@@ -75,7 +78,7 @@ def plot_curves(
             ax.set_xscale("log")
             ax.set_yscale("log" if log_y else "linear")
         drawn += here
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(count)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     used = {id(ax) for ax, _, _ in panels}

@@ -27,10 +27,21 @@ IDENTITY_TRAIN_KEYS = ("seed", "batch_size", "precision", "eval_every")
 OPTIONS_OFF = {"orthogonal": False, "constant_norm": {"enabled": False}}
 
 
+def budget(tc: DictConfig) -> tuple[int, str]:
+    """The run's budget and the unit the loop counts in: (max_epochs, "epochs"), or (max_steps, "steps"), where one
+    iteration of the loop is one optimizer step on a random batch, and every epoch-named count (eval_every, the
+    checkpoints, metrics.csv's `epoch`, the W&B step, grok_epoch) is a step count."""
+    steps = tc.get("max_steps")  # a config recorded before the key existed: epochs
+    return (steps, "steps") if steps is not None else (tc.max_epochs, "epochs")
+
+
 def identity(cfg: DictConfig) -> dict:
     """What makes two configs the same run: a checkpoint of another identity is never resumed.
-    Measures are not part of it: a run resumes with more (or fewer) measures than it started with."""
+    Measures are not part of it: a run resumes with more (or fewer) measures than it started with. The budget is
+    not either (a run goes on to a larger one), but its unit is: a run in steps is not one in epochs."""
     keep = {k: cfg.train[k] for k in IDENTITY_TRAIN_KEYS}
+    if budget(cfg.train)[1] == "steps":  # a run in epochs keeps the identity it had before steps existed
+        keep["unit"] = "steps"
     groups = {"model": cfg.model, "task": cfg.task, "loss": cfg.loss, "optim": cfg.optim, "train": keep}
     plain = OmegaConf.to_container(OmegaConf.create(groups), resolve=True)
     optim = plain["optim"]
@@ -85,18 +96,18 @@ class RunRecord:
         return load_at(self.ckpt_dir, epoch, map_location=device)
 
     @staticmethod
-    def finished(ckpt: dict | None, max_epochs: int) -> bool:
-        """A checkpoint that ended its run: grokked or diverged, or completed at this budget."""
+    def finished(ckpt: dict | None, last: int) -> bool:
+        """A checkpoint that ended its run: grokked or diverged, or completed at this budget (`last`, its unit's)."""
         if ckpt is None or ckpt["status"] not in FINISHED:
             return False
-        return ckpt["status"] != "completed" or ckpt["epoch"] >= max_epochs
+        return ckpt["status"] != "completed" or ckpt["epoch"] >= last
 
     def open(self, start_epoch: int, fields: tuple[str, ...], param_bytes: int, device, concurrent: bool) -> None:
         """Check the storage, write the provenance, open metrics.csv (keeping the rows up to `start_epoch`) and the
         W&B run (its config holds the provenance too)."""
-        tc = self.cfg.train
-        n_checkpoints = 2 + (tc.max_epochs // tc.checkpoint_every if tc.checkpoint_every else 0)
-        need = 4 * param_bytes * n_checkpoints + 100 * tc.max_epochs // tc.eval_every + 2**20
+        tc, (last, _) = self.cfg.train, budget(self.cfg.train)
+        n_checkpoints = 2 + (last // tc.checkpoint_every if tc.checkpoint_every else 0)
+        need = 4 * param_bytes * n_checkpoints + 100 * last // tc.eval_every + 2**20
         check_storage(self.run_dir, need_bytes=need)
         self.provenance = provenance.record(self.run_dir, device, tc.precision, start_epoch)
         self.metrics = MetricsLog(self.run_dir / "metrics.csv", fields, resume_epoch=start_epoch)
@@ -155,6 +166,7 @@ class RunRecord:
         summary.update({f"final_{k}": v for k, v in final.items() if k not in ("epoch", "elapsed")})
         summary.update(
             {
+                "unit": budget(tc)[1],  # what every epoch-named field counts: epochs, or optimizer steps
                 "epochs_run": epoch,
                 "wall_seconds": round(wall_seconds, 3),
                 "ratio": self.ratio,
@@ -175,6 +187,8 @@ class RunRecord:
                 "seed": tc.seed,
                 "precision": tc.precision,
                 "max_epochs": tc.max_epochs,
+                "max_steps": tc.get("max_steps"),
+                "batch_size": tc.batch_size,
                 "n_params": n_params,
                 "device": str(device),
                 "run_dir": str(self.run_dir),
@@ -203,6 +217,7 @@ class RunRecord:
                 outcome["grok_epoch"],
                 outcome["memorized_epoch"],
                 outcome.get("crossed"),
+                budget(self.cfg.train)[1][:-1],
             )
         if self.logger is not None:
             self.logger.finish(self.summary, exit_code=int(self.status == "interrupted"))

@@ -24,7 +24,7 @@ from grokpipe.optim import build_optimizer
 from grokpipe.outputs import StorageError, set_rng_state
 from grokpipe.packing import check_packable
 from grokpipe.progress_bar import ProgressBar
-from grokpipe.run_record import RunRecord, read_summary
+from grokpipe.run_record import RunRecord, budget, read_summary
 from grokpipe.signals import StopRequest
 from grokpipe.stack import GraphedStep, make_stack
 from grokpipe.stopping import StoppingRule
@@ -77,7 +77,7 @@ def train(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
         task = build_task(cfg.task)
         record = RunRecord(cfg, run_dir, task)
         ckpt = record.load(device)
-        if RunRecord.finished(ckpt, cfg.train.max_epochs):
+        if RunRecord.finished(ckpt, budget(cfg.train)[0]):
             results[n] = read_summary(record.run_dir)
             continue
         torch.manual_seed(cfg.train.seed)  # equal seeds give equal initial weights, alone or packed
@@ -123,6 +123,7 @@ class Loop:
     def __init__(self, records, models, splits, ckpts, start: int, device, vmap: bool) -> None:
         cfg, tc = records[0].cfg, records[0].cfg.train
         self.records, self.start, self.device, self.tc = records, start, device, tc
+        self.last, self.unit = budget(tc)  # the loop counts epochs, or optimizer steps on random batches
         self.task = records[0].task
         self.stack = make_stack(models, vmap=vmap)
         self.optimizer = build_optimizer(self.stack.flat, [r.cfg.optim for r in records], self.stack.layout)
@@ -160,7 +161,12 @@ class Loop:
         )
         self.graphed_step = GraphedStep(self.stack.zero_grad, self._full_body, enabled=graphed)
         if start:
-            print(f"resuming {_who(records)} from epoch {start}", flush=True)
+            print(f"resuming {_who(records)} from {self.count} {start}", flush=True)
+
+    @property
+    def count(self) -> str:
+        """What one iteration of the loop is, in words: an epoch, or a step."""
+        return self.unit[:-1]
 
     # ---------------------------------------------------------------- the step: no logging, no I/O, no config
     def _body(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -173,10 +179,14 @@ class Loop:
         self._body(self.x["train"], self.y["train"])
 
     def epoch(self) -> None:
+        """One iteration of the loop: an epoch (the full batch, or every minibatch of one shuffle), or in steps one
+        optimizer step on a random batch (seed 004: batch_size samples without replacement, drawn afresh each step)."""
         if self.full_batch:
             self.graphed_step()
             return
         order = torch.stack([torch.randperm(self.y["train"].shape[1], generator=g) for g in self.shuffles])
+        if self.unit == "steps":
+            order = order[:, : self.tc.batch_size]
         order = order.to(self.device)
         rows = torch.arange(order.shape[0], device=self.device).view(-1, 1)
         for idx in order.split(self.tc.batch_size, dim=1):
@@ -208,12 +218,15 @@ class Loop:
         value_fields = self.fields[1:-1]
         buf = torch.zeros(sync, self.stack.m, len(value_fields), dtype=torch.float64, device=self.device)
         pending: list[tuple[int, float]] = []
-        bar = ProgressBar(tc.max_epochs, self.start, tc.print_every, records[0].name) if len(records) == 1 else None
+        bar = None
+        if len(records) == 1:
+            metric = self.task.metric_names[0]
+            bar = ProgressBar(self.last, self.start, tc.print_every, records[0].name, metric, self.count)
         t0, epoch, n_evals = time.time(), self.start, self.start // tc.eval_every
         elapsed = lambda rec: rec.prior_seconds + time.time() - t0  # noqa: E731
         try:
             with StopRequest() as stop:
-                for epoch in range(self.start + 1, tc.max_epochs + 1):
+                for epoch in range(self.start + 1, self.last + 1):
                     self.epoch()
                     if epoch % tc.eval_every == 0:
                         n_evals += 1
@@ -222,7 +235,7 @@ class Loop:
                         pending.append((epoch, time.time(), self.due(n_evals)))
                         self.active.copy_(self.rule.update(epoch, row).view(-1, 1))
                     periodic = any(k and epoch % k == 0 for k in (tc.latest_every, tc.checkpoint_every))
-                    if len(pending) == sync or periodic or epoch == tc.max_epochs or stop.requested:
+                    if len(pending) == sync or periodic or epoch == self.last or stop.requested:
                         self._host_copy(pending, buf, epoch, t0, bar)
                         pending.clear()
                     if not any(r.status == "running" for r in records) or stop.requested:
@@ -239,15 +252,19 @@ class Loop:
                     single = len(records) == 1
                     saved = "checkpoint saved" if single else "checkpoints saved"
                     where = f"launching on {records[0].run_dir}" if single else "packing the same runs again"
-                    print(f"interrupted at epoch {epoch}: {saved}, resume by {where}", flush=True)
+                    print(f"interrupted at {self.count} {epoch}: {saved}, resume by {where}", flush=True)
                     stop.hand_over()
         except StorageError as exc:
             for rec in records:
                 rec.abandon()
             saved = min(r.saved_epoch for r in records)
             where = records[0].ckpt_dir / "last.pt" if len(records) == 1 else "each member's checkpoints/last.pt"
-            kept = f"last good checkpoint: {where} (epoch {saved})" if saved else "no checkpoint yet: it starts over"
-            raise StorageError(exc.errno, f"{exc.strerror}; run stopped at epoch {epoch}, {kept}") from exc
+            kept = (
+                f"last good checkpoint: {where} ({self.count} {saved})"
+                if saved
+                else "no checkpoint yet: it starts over"
+            )
+            raise StorageError(exc.errno, f"{exc.strerror}; run stopped at {self.count} {epoch}, {kept}") from exc
         except BaseException:
             for rec in records:
                 rec.abandon()
@@ -281,7 +298,7 @@ class Loop:
                     self._checkpoint(i, kind, epoch, rec.prior_seconds + time.time() - t0)
         if len(self.records) > 1 and tc.print_every and epoch // tc.print_every != (epoch - 1) // tc.print_every:
             running = sum(r.status == "running" for r in self.records)
-            print(f"pack of {len(self.records)} epoch {epoch}/{tc.max_epochs}: {running} running", flush=True)
+            print(f"pack of {len(self.records)} {self.count} {epoch}/{self.last}: {running} running", flush=True)
 
     def _checkpoint(self, i: int, kind: str, epoch: int, elapsed: float) -> None:
         rec = self.records[i]

@@ -15,7 +15,8 @@ from grokpipe.wandb_log import SECRET_KEY
 
 PARTS = ("task", "model", "loss", "optim")
 TRAIN_SCHEMA = {
-    "max_epochs": Int(1, 10**9),
+    "max_epochs": Nullable(Int(1, 10**9)),  # the budget: max_epochs, or max_steps (the other null)
+    "max_steps": Nullable(Int(1, 10**9)),
     "batch_size": Nullable(Int(1, 2**40)),
     "eval_every": Int(1, 10**9),
     "grok_window": Int(1, 10**6),
@@ -47,7 +48,8 @@ LOGGER_SCHEMAS = {
         "tags": Anything(),
     },
 }
-MODEL_SIZE_KEYS = ("d_model", "hidden", "n_layers", "ff_mult")  # what the memory a model needs grows with
+# what the memory a model needs grows with
+MODEL_SIZE_KEYS = ("d_model", "hidden", "hidden_size", "n_layers", "ff_mult")
 REQUIRED_MEASURES = {"loss": "train_loss (divergence)", "task_metrics": "the task's criterion"}
 
 
@@ -136,6 +138,7 @@ def prepare(cfg: DictConfig) -> None:
         if key not in measures or measures[key]["every"] != 1:
             raise ConfigError(f"measures.{key} is missing or not every evaluation: the stopping rule reads {reads}")
 
+    check_budget(cfg.train)
     classes["task"].check(cfg.task)
     apply_ratio(cfg)
     m = cfg.model
@@ -145,6 +148,26 @@ def prepare(cfg: DictConfig) -> None:
         raise ConfigError(
             f"loss={cfg.loss.name!r} is not allowed: it fits {classes['loss'].output} targets, "
             f"task {cfg.task.name!r} has {classes['task'].output} targets"
+        )
+    reads_out = getattr(classes["model"], "output", None)  # None: a model whose head fits any output kind
+    if reads_out is not None and reads_out != classes["task"].output:
+        raise ConfigError(
+            f"model={cfg.model.name!r} is not allowed: it reads out {reads_out} outputs, "
+            f"task {cfg.task.name!r} has {classes['task'].output} targets"
+        )
+
+
+def check_budget(tc: DictConfig) -> None:
+    """One budget: train.max_epochs, or train.max_steps with max_epochs null."""
+    if tc.max_epochs is not None and tc.max_steps is not None:
+        raise ConfigError(
+            f"train.max_steps={tc.max_steps!r} is not allowed with train.max_epochs={tc.max_epochs!r}: one budget, "
+            "in epochs or in steps (add train.max_epochs=null for a budget in steps)"
+        )
+    if tc.max_epochs is None and tc.max_steps is None:
+        raise ConfigError(
+            "train.max_epochs=None is not allowed: a run needs a budget, train.max_epochs or train.max_steps "
+            "(an integer >= 1)"
         )
 
 

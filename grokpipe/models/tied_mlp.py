@@ -13,6 +13,7 @@ class TiedMLP(nn.Module):
     """Class c's logit is the hidden state's projection onto token c's embedding: outputs must be tokens."""
 
     SCHEMA = MLP_SCHEMA
+    output = "classes"  # its read-out is the token embeddings: logits of classes that are tokens
 
     def __init__(self, spec: TaskSpec, d_model: int, hidden: int, **_):
         super().__init__()

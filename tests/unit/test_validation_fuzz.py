@@ -53,9 +53,9 @@ MEASURES = (
     "restricted_loss",
 )
 OPTIONS = {
-    "model": ("transformer", "nanda", "mlp", "tied_mlp", "prieto_mlp"),
-    "task": (*MODULAR, "s5"),
-    "loss": ("cross_entropy", "stablemax"),
+    "model": ("transformer", "nanda", "mlp", "tied_mlp", "prieto_mlp", "causal_transformer"),
+    "task": (*MODULAR, "s5", "frac_x"),
+    "loss": ("cross_entropy", "stablemax", "mse"),
     "optim": ("adamw", "adam", "ortho_adamw", "sgd", "muon"),
     "measures": MEASURES,  # the one group that takes a list
     "train": ("default",),
@@ -78,6 +78,7 @@ TASK = {"_target_", "name", "train_frac", "split_seed", "generalize_at", "memori
 OPTIM = {"_target_", "name", "lr", "wd", "warmup_steps", "orthogonal", "constant_norm.enabled", "constant_norm.alpha"}
 OPTIM |= {"grokfast.enabled", "grokfast.alpha", "grokfast.lamb"}
 ADAM = OPTIM | {"betas", "eps"}
+FRAC_X_LETTERS = 26  # frac_x's vocabulary, the size its width ratio is taken against
 MEASURE = {"_target_", "every", "thresholds"}
 CLASSES = {
     "grokpipe.models.transformer.GrokTransformer": ATTENTION,
@@ -85,8 +86,10 @@ CLASSES = {
     "grokpipe.models.mlp.MLP": BASE | {"hidden"},
     "grokpipe.models.tied_mlp.TiedMLP": BASE | {"hidden"},
     "grokpipe.models.prieto_mlp.PrietoMLP": BASE,
+    "grokpipe.models.causal_transformer.CausalTransformer": BASE | {"n_layers", "n_heads", "hidden_size", "init_gain"},
     "grokpipe.tasks.modular.ModularTask": TASK | {"op", "p"},
     "grokpipe.tasks.s5.S5Task": TASK,
+    "grokpipe.tasks.frac_x.FracXTask": TASK | {"seq_len", "n_samples", "data_seed"},
     "grokpipe.optim.adamw.AdamW": ADAM,
     "grokpipe.optim.adam.Adam": ADAM,
     "grokpipe.optim.sgd.SGD": OPTIM | {"momentum"},
@@ -94,7 +97,17 @@ CLASSES = {
     | {"momentum", "nesterov", "ns_steps", "adamw.lr", "adamw.betas", "adamw.eps", "adamw.wd"},
     "grokpipe.losses.cross_entropy.CrossEntropy": {"_target_", "name"},
     "grokpipe.losses.stablemax.StablemaxCrossEntropy": {"_target_", "name"},
+    "grokpipe.losses.mse.MSE": {"_target_", "name"},
     "grokpipe.measures.loss.LossMeasure": MEASURE,
+}
+# what kind of output each part fits: a loss and the task's targets must agree, and a model that reads out one
+# kind (the others read out whatever the task's spec asks) must fit the task
+FITS = {
+    "grokpipe.losses.cross_entropy.CrossEntropy": "classes",
+    "grokpipe.losses.stablemax.StablemaxCrossEntropy": "classes",
+    "grokpipe.losses.mse.MSE": "real",
+    "grokpipe.models.tied_mlp.TiedMLP": "classes",
+    "grokpipe.models.causal_transformer.CausalTransformer": "real",
 }
 TARGET = {
     "transformer": "grokpipe.models.transformer.GrokTransformer",
@@ -102,6 +115,7 @@ TARGET = {
     "mlp": "grokpipe.models.mlp.MLP",
     "tied_mlp": "grokpipe.models.tied_mlp.TiedMLP",
     "prieto_mlp": "grokpipe.models.prieto_mlp.PrietoMLP",
+    "causal_transformer": "grokpipe.models.causal_transformer.CausalTransformer",
     "adamw": "grokpipe.optim.adamw.AdamW",
     "adam": "grokpipe.optim.adam.Adam",
     "ortho_adamw": "grokpipe.optim.adamw.AdamW",
@@ -109,6 +123,7 @@ TARGET = {
     "muon": "grokpipe.optim.muon.Muon",
     "cross_entropy": "grokpipe.losses.cross_entropy.CrossEntropy",
     "stablemax": "grokpipe.losses.stablemax.StablemaxCrossEntropy",
+    "mse": "grokpipe.losses.mse.MSE",
 }
 # each measure: its class, its own keys beside MEASURE's with their defaults, and its default thresholds
 MEASURE_NODES = {
@@ -132,7 +147,7 @@ MEASURE_NODES = {
 # the columns a measure's thresholds may name (a threshold is {above: v} or {below: v}, v a number)
 COLUMNS = {
     "loss": ("train_loss", "val_loss"),
-    "task_metrics": ("train_acc", "val_acc"),
+    "task_metrics": ("train_acc", "val_acc"),  # ("train_mae", "val_mae") on frac_x
     "weight_norm": ("weight_norm",),
     "lr": ("lr",),
     "effective_rank": ("embed_erank",),
@@ -141,6 +156,7 @@ COLUMNS = {
 }  # fourier's (fourier_gini, fourier_key1.. and more) are not drawn
 TRAIN = {
     "max_epochs": 20000,
+    "max_steps": None,
     "batch_size": None,
     "eval_every": 10,
     "grok_window": 10,
@@ -183,12 +199,20 @@ def composed(options: dict) -> dict:
         cfg |= {"model.n_layers": 2 if model == "transformer" else 1, "model.n_heads": 4, "model.ff_mult": 4}
     elif model in ("mlp", "tied_mlp"):
         cfg["model.hidden"] = 128 if model == "mlp" else 64
+    elif model == "causal_transformer":
+        cfg |= {"model.n_layers": 2, "model.n_heads": 4, "model.hidden_size": 48, "model.init_gain": 2.0}
     if task == "s5":
         cfg |= {"task._target_": "grokpipe.tasks.s5.S5Task", "task.name": "s5"}
+    elif task == "frac_x":
+        cfg |= {"task._target_": "grokpipe.tasks.frac_x.FracXTask", "task.name": "frac_x"}
+        cfg |= {"task.seq_len": 10, "task.n_samples": 2000, "task.data_seed": 0}
     else:
         cfg |= {"task._target_": "grokpipe.tasks.modular.ModularTask", "task.name": task}
         cfg |= {"task.op": MODULAR[task], "task.p": 47}
-    cfg |= {"task.train_frac": 0.5, "task.split_seed": 0, "task.generalize_at": 0.95, "task.memorize_at": 0.99}
+    if task == "frac_x":
+        cfg |= {"task.train_frac": 0.3, "task.split_seed": 0, "task.generalize_at": 0.02, "task.memorize_at": 0.02}
+    else:
+        cfg |= {"task.train_frac": 0.5, "task.split_seed": 0, "task.generalize_at": 0.95, "task.memorize_at": 0.99}
     cfg |= {"loss._target_": TARGET[options["loss"]], "loss.name": options["loss"]}
     adamw = {"lr": 1e-3, "betas": [0.9, 0.98], "eps": 1e-8, "wd": 1.0}
     cfg |= {"optim._target_": TARGET[optim], "optim.name": optim}
@@ -257,12 +281,17 @@ DOMAIN = {
     "model.n_heads": integer(1, 1024),
     "model.ff_mult": integer(1, 64),
     "model.hidden": integer(1, 2**24),
+    "model.hidden_size": integer(1, 2**20),
+    "model.init_gain": real(0, 1e3, lo_open=True),
     "task.name": text,
+    "task.seq_len": integer(2, 128),
+    "task.n_samples": integer(2, 10**6),
+    "task.data_seed": integer(0, 2**63 - 1),
     "task.op": choice(*MODULAR.values()),
     "task.p": integer(2, 2**31 - 1),  # and a prime: a check across keys
     "task.train_frac": real(0, 1, lo_open=True, hi_open=True),
     "task.split_seed": integer(0, 2**63 - 1),
-    "task.generalize_at": real(0, 1),
+    "task.generalize_at": real(0, 1),  # an MAE on frac_x: in (0, 1), open (MAE_DOMAIN)
     "task.memorize_at": real(0, 1),
     "loss.name": text,
     "optim.name": text,
@@ -284,7 +313,8 @@ DOMAIN = {
     "optim.grokfast.enabled": flag,
     "optim.grokfast.alpha": real(0, 1, hi_open=True),
     "optim.grokfast.lamb": real(0, 1e4),
-    "train.max_epochs": integer(1, 10**9),
+    "train.max_epochs": nullable(integer(1, 10**9)),  # the budget: exactly one of max_epochs and max_steps
+    "train.max_steps": nullable(integer(1, 10**9)),
     "train.batch_size": nullable(integer(1, 2**40)),
     "train.eval_every": integer(1, 10**9),
     "train.grok_window": integer(1, 10**6),
@@ -328,7 +358,8 @@ def threshold_ok(rule) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
 
 
-SIZE_KEYS = ("task.p", "model.d_model", "model.hidden", "model.n_layers", "model.ff_mult")
+SIZE_KEYS = ("task.p", "model.d_model", "model.hidden", "model.n_layers", "model.ff_mult", "model.hidden_size")
+MAE_DOMAIN = real(0, 1, lo_open=True, hi_open=True)  # frac_x's thresholds: an MAE of 0 is never met, of 1 always
 # the harness: a short run of a small model, unless a key of these is drawn
 BASE = {
     "train.max_epochs": 2,
@@ -338,8 +369,9 @@ BASE = {
     "model.d_model": 16,
     "model.hidden": 16,
     "task.p": 11,
+    "task.n_samples": 64,
 }
-MAX_EPOCHS = 3  # a drawn max_epochs above this is cut to it in-process: the point is that it trains
+MAX_EPOCHS = 3  # a drawn max_epochs (or max_steps) above this is cut to it in-process: the point is that it trains
 
 
 @dataclass
@@ -400,17 +432,23 @@ def sizes(cfg: dict, size: int, n: int, d_model: int) -> tuple[float, float, flo
     parameters with their gradients and optimiser state, its activations; bounds loose enough to call only the clear
     cases."""
     vocab, d = size + 1, d_model
-    if "model.n_layers" in cfg:
+    seq = cfg.get("task.seq_len", 2)  # the positions a model reads (a modular task's two operands)
+    outputs = seq if "task.seq_len" in cfg else size  # one value per position, or one logit per class
+    if "model.hidden_size" in cfg:  # the causal transformer: every position through every layer
+        h = cfg["model.hidden_size"]
+        params = cfg["model.n_layers"] * (4 * d * d + 2 * d * h) + (vocab + seq) * d + d
+        per_sample = seq * (cfg["model.n_layers"] * (12 * d + 3 * h + seq) + 3 * d + 1)
+    elif "model.n_layers" in cfg:
         layer = (4 + 2 * cfg["model.ff_mult"]) * d * d
-        params = cfg["model.n_layers"] * layer + vocab * d + d * size
-        per_sample = cfg["model.n_layers"] * 3 * d * (12 + 3 * cfg["model.ff_mult"]) + 3 * d + size
+        params = cfg["model.n_layers"] * layer + vocab * d + d * outputs
+        per_sample = seq * cfg["model.n_layers"] * 3 * d * (8 + 3 * cfg["model.ff_mult"]) + 3 * d + outputs
     elif "model.hidden" in cfg:
         h = cfg["model.hidden"]
-        params = vocab * d + 2 * d * h + h * max(h, d) + h * size
-        per_sample = 3 * d + 4 * h + 2 * d + size
+        params = vocab * d + seq * d * h + h * max(h, d) + h * outputs
+        per_sample = 3 * d + 4 * h + seq * d + outputs
     else:  # one-hot operands into a layer of width d, then d x d, then the read-out
-        params = 2 * vocab * d + d * d + d * size
-        per_sample = 8 * d + size
+        params = seq * vocab * d + d * d + d * outputs
+        per_sample = 8 * d + outputs
     low = max(64 * n, 8 * params)
     high = 64 * n + 24 * params + 8 * n * per_sample
     return low, high, params
@@ -452,10 +490,13 @@ def judge(drawn: dict) -> Verdict:
     known, bad = known_keys(cfg, options["measures"])
     bad |= set(cfg) ^ known
     ratio = cfg["model.ratio"]
+    s5, frac = (cfg["task._target_"] == f"grokpipe.tasks.{t}" for t in ("s5.S5Task", "frac_x.FracXTask"))
     for k, v in cfg.items():
         if k == "model.d_model" and ratio is not None:
             continue  # derived from the ratio instead
         ok = MEASURE_DOMAIN.get(k.split(".")[-1]) if k.startswith("measures.") else DOMAIN.get(k)
+        if frac and k in ("task.generalize_at", "task.memorize_at"):
+            ok = MAE_DOMAIN
         ok = ok or (lambda _: True)  # the classes and interpolations: checked as selectors, or not at all
         if not ok(v):
             bad.add(k)
@@ -468,11 +509,16 @@ def judge(drawn: dict) -> Verdict:
     needed = {f"measures.{m}" for m in ("loss", "task_metrics") if cfg.get(f"measures.{m}.every") != 1}
     if needed:
         return Verdict(True, needed)
-    s5 = cfg["task._target_"].endswith("S5Task")
-    if not s5 and not is_prime(cfg["task.p"]):
+    epochs, steps = cfg["train.max_epochs"], cfg["train.max_steps"]
+    if (epochs is None) == (steps is None):  # one budget, in epochs or in steps
+        return Verdict(True, {"train.max_epochs", "train.max_steps"})
+    if not s5 and not frac and not is_prime(cfg["task.p"]):
         return Verdict(True, {"task.p"})
-    size = S5_ORDER if s5 else cfg["task.p"]
-    n = S5_ORDER**2 if s5 else size * (size - 1 if cfg["task.op"] == "div" else size)
+    size = S5_ORDER if s5 else FRAC_X_LETTERS if frac else cfg["task.p"]
+    if s5 or frac:
+        n = S5_ORDER**2 if s5 else cfg["task.n_samples"]
+    else:
+        n = size * (size - 1 if cfg["task.op"] == "div" else size)
     if not 1 <= round(cfg["task.train_frac"] * n) <= n - 1:
         return Verdict(True, {"task.train_frac"})
     heads = cfg.get("model.n_heads", 1)
@@ -481,6 +527,11 @@ def judge(drawn: dict) -> Verdict:
         return Verdict(True, {"model.d_model"}, mentions=("model.ratio",))
     if d_model % heads:
         return Verdict(True, {"model.d_model"}, mentions=("model.n_heads",))
+    output = "real" if frac else "classes"
+    if FITS[cfg["loss._target_"]] != output:
+        return Verdict(True, {"loss"})
+    if FITS.get(cfg["model._target_"], output) != output:
+        return Verdict(True, {"model"})
 
     # the machine: a device it has, memory for the run
     device = cfg["train.device"]
@@ -495,12 +546,13 @@ def judge(drawn: dict) -> Verdict:
     # the measures, built: each threshold names a column of its measure and is {above: v} or {below: v}
     for m in options["measures"]:
         for col, rule in (cfg[f"measures.{m}.thresholds"] or {}).items():
-            if col not in COLUMNS.get(m, (col,)) or not threshold_ok(rule):
+            columns = ("train_mae", "val_mae") if m == "task_metrics" and frac else COLUMNS.get(m, (col,))
+            if col not in columns or not threshold_ok(rule):
                 return Verdict(True, {f"measures.{m}.thresholds.{col}"})
 
-    max_epochs = min(cfg["train.max_epochs"], MAX_EPOCHS)
-    steps = max_epochs * math.ceil(n / (cfg["train.batch_size"] or n))
-    runnable = high < 2**28 and steps <= 300 and max_epochs * n * params < 3e9
+    last = min(steps if epochs is None else epochs, MAX_EPOCHS)  # the budget, cut
+    batches = last if epochs is None else last * math.ceil(n / (cfg["train.batch_size"] or n))
+    runnable = high < 2**28 and batches <= 300 and last * n * params < 3e9
     lr, wd, lamb = cfg["optim.lr"], cfg["optim.wd"], cfg["optim.grokfast.lamb"]
     calm = lr <= 0.03 and wd <= 10 and lamb <= 10
     calm &= cfg["optim.constant_norm.alpha"] <= 10 or not cfg["optim.constant_norm.enabled"]
@@ -509,7 +561,7 @@ def judge(drawn: dict) -> Verdict:
             betas, eps = cfg[f"{adam}betas"], cfg[f"{adam}eps"]
             calm &= eps >= 1e-12 and betas[1] >= 0.5 and betas[0] <= 0.99
             calm &= cfg.get(f"{adam}lr", 0) <= 0.03 and cfg.get(f"{adam}wd", 0) <= 10
-    evals = max_epochs // cfg["train.eval_every"]
+    evals = last // cfg["train.eval_every"]
     at_zero = cfg["task.generalize_at"] == 0  # val_acc >= 0 at every evaluation: grokked after grok_window of them
     expect = {
         "lr": lr,
@@ -517,8 +569,8 @@ def judge(drawn: dict) -> Verdict:
         "seed": cfg["train.seed"],
         "d_model": d_model,
         "ratio": d_model / size,
-        "p": None if s5 else cfg["task.p"],
-        "op": cfg["task.name"] if s5 else cfg["task.op"],
+        "p": None if s5 or frac else cfg["task.p"],
+        "op": cfg["task.name"] if s5 or frac else cfg["task.op"],
         "train_frac": cfg["task.train_frac"],
         "split_seed": cfg["task.split_seed"],
         "model": cfg["model.name"],
@@ -526,7 +578,9 @@ def judge(drawn: dict) -> Verdict:
         "optimizer": cfg["optim.name"],
         "grokfast": cfg["optim.grokfast.enabled"],
         "precision": cfg["train.precision"],
-        "max_epochs": max_epochs,
+        "max_epochs": None if epochs is None else last,
+        "max_steps": None if steps is None else last,
+        "unit": "epochs" if steps is None else "steps",
     }
     return Verdict(
         False,
@@ -571,6 +625,11 @@ VALUES = {
     "model.n_heads": (some(1, 2, 4), [3, 1024, 1025, 0]),
     "model.ff_mult": (ints(1, 4), [64, 65, 0]),
     "model.hidden": (ints(1, 32), [2**24, 2**24 + 1, 0]),
+    "model.hidden_size": (ints(1, 32), [2**20, 2**20 + 1, 0]),
+    "model.init_gain": (uniform(0.5, 2), [1e-9, 1e3, 1e3 + 1, 0.0]),
+    "task.seq_len": (ints(2, 12), [128, 129, 1, 0]),
+    "task.n_samples": (ints(4, 64), [2, 10**6, 10**6 + 1, 1]),
+    "task.data_seed": (ints(0, 9), [2**63 - 1, 2**63, -1]),
     "task.op": (some(*MODULAR.values()), ["pow", "s5", "ADD"]),
     "task.p": (some(2, 3, 5, 7, 11, 13, 23), [1, 4, 9, 15, 91, 2**31 - 1, 2**31]),
     "task.train_frac": (uniform(0.05, 0.95), [1e-9, 0.999, 1.0, 0.0]),
@@ -595,7 +654,8 @@ VALUES = {
     "optim.ns_steps": (ints(1, 6), [100, 101, 0]),
     "optim.grokfast.alpha": (uniform(0, 0.99), [0.0, 0.999999, 1.0]),
     "optim.grokfast.lamb": (uniform(0, 5), [0.0, 1e4, 1e4 + 1]),
-    "train.max_epochs": (ints(1, 3), [10**9, 10**9 + 1, 0]),
+    "train.max_epochs": (ints(1, 3), [10**9, 10**9 + 1, 0, None]),
+    "train.max_steps": (some(None, 2), [10**9, 10**9 + 1, 0]),
     "train.batch_size": (some(None, 16, 64), [1, 2**40, 2**40 + 1]),
     "train.eval_every": (ints(1, 3), [10**9, 10**9 + 1, 0]),
     "train.grok_window": (ints(1, 3), [10**6, 10**6 + 1, 0]),
@@ -777,9 +837,10 @@ def attempt(args: list[str], run_dir: Path) -> tuple[int, list[str], dict | None
         try:
             check_command_line(args, CONF)
             cfg = compose_cfg(args)
-            if DOMAIN["train.max_epochs"](cfg.train.max_epochs):
-                with open_dict(cfg):
-                    cfg.train.max_epochs = min(cfg.train.max_epochs, MAX_EPOCHS)
+            for key in ("max_epochs", "max_steps"):
+                if cfg.train.get(key) is not None and DOMAIN[f"train.{key}"](cfg.train[key]):
+                    with open_dict(cfg):
+                        cfg.train[key] = min(cfg.train[key], MAX_EPOCHS)
             run_one(cfg, run_dir, in_sweep=False)
             code = 0
         except SystemExit as exc:
@@ -828,6 +889,15 @@ EXAMPLES = [
     {"+measures.loss.thresholds.nope": {"above": 1.0}},  # no such column
     {"optim.betas": {"a": 1}},  # Hydra's "Error merging override", without what is allowed
     {"optim": "muon", "optim.adamw.eps": 1e-31},
+    # seed 004's parts: a budget in steps, and outputs that must fit the loss and the model
+    {"task": "frac_x", "model": "causal_transformer", "loss": "mse", "train.max_epochs": None, "train.max_steps": 3},
+    {"task": "frac_x", "loss": "mse", "task.seq_len": 1},
+    {"task": "frac_x", "loss": "mse", "model": "causal_transformer", "task.generalize_at": 1.0},
+    {"task": "frac_x"},  # cross-entropy on real targets
+    {"task": "frac_x", "loss": "mse", "model": "tied_mlp"},  # logits onto the token embeddings: classes only
+    {"model": "causal_transformer"},  # one real value per position for a classification task
+    {"train.max_steps": 5},  # two budgets: max_epochs is 20000
+    {"train.max_epochs": None},  # no budget
 ]
 
 
@@ -859,9 +929,10 @@ def test_a_config_is_refused_in_one_line_if_and_only_if_the_oracle_finds_it_inva
 
 
 def launchable(drawn: dict) -> bool:
-    """A config `python launch.py` can run as drawn: its max_epochs is not cut in-process there."""
-    epochs = drawn.get("train.max_epochs")
-    return runnable(drawn, judge(drawn)) and not (DOMAIN["train.max_epochs"](epochs) and epochs > MAX_EPOCHS)
+    """A config `python launch.py` can run as drawn: its max_epochs (max_steps) is not cut in-process there."""
+    budgets = [drawn.get(f"train.{k}") for k in ("max_epochs", "max_steps")]
+    long = any(v is not None and DOMAIN["train.max_epochs"](v) and v > MAX_EPOCHS for v in budgets)
+    return runnable(drawn, judge(drawn)) and not long
 
 
 @settings(
