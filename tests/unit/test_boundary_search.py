@@ -9,6 +9,17 @@ import pytest
 from hydra_plugins.grokpipe_plugins.boundary_sweeper import BoundarySweeper, Search, interior
 
 
+def sweeper(**settings) -> BoundarySweeper:
+    """A sweeper with these settings, its Hydra base class not initialised: Hydra's plugin scan may have loaded
+    another copy of that base class in this process, which its __init__'s super() would then refuse."""
+    made = BoundarySweeper.__new__(BoundarySweeper)
+    made.__dict__.update(
+        {"mode": "ratio", "values": None, "lo": 0.125, "hi": 8.0, "steps": 13, "sections": 2, "share": 0.5,
+         "seeds": None, "screen": True, "max_rounds": 30, **settings}
+    )  # fmt: skip
+    return made
+
+
 def run_search(truth: list[bool], k: int, screen_truth: list[bool] | None = None) -> tuple[Search, list[int]]:
     """Drive a Search to its end: probes get the screened verdict (first seed), confirmations the true one."""
     screen_truth = truth if screen_truth is None else screen_truth
@@ -91,16 +102,14 @@ def test_every_verdict_pattern_settles():
     ],
 )
 def test_sweeper_settings_out_of_domain_are_one_line(kwargs, message, capsys):
-    sweeper = BoundarySweeper(**{"lo": 0.125, "hi": 8.0, "steps": 13, **kwargs})
     with pytest.raises(SystemExit) as exit_:
-        sweeper._settings()
+        sweeper(**kwargs)._settings()
     assert exit_.value.code == 2
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
 def test_the_default_ladder_is_geometric():
-    sweeper = BoundarySweeper(lo=0.125, hi=8.0, steps=13)
-    ladder = sweeper._ladder_values()
+    ladder = sweeper(lo=0.125, hi=8.0, steps=13)._ladder_values()
     assert ladder[0] == 0.125 and ladder[-1] == 8.0 and ladder[6] == 1.0 and len(ladder) == 13
 
 
@@ -109,8 +118,8 @@ def test_the_default_ladder_is_geometric():
     [(0, 1, 1), (1, 0, 1), (1, 1, 1), (2, 0, 0), (0, 2, 0), (0, 0, 2)],
 )
 def test_only_the_seeds_that_can_still_decide_a_point_run(monkeypatch, grok, fail, more):
-    sweeper = BoundarySweeper(share=0.5)  # 3 seeds: a point groks when 2 do
-    unrun = [s for s in (0, 1, 2)][grok + fail :]
-    monkeypatch.setattr(sweeper, "_tally", lambda *_: (grok, fail, unrun, None))
-    assert sweeper._need(3) == 2
-    assert sweeper._more_seeds({}, "1", 0, [0, 1, 2]) == unrun[:more]
+    made = sweeper(share=0.5)  # 3 seeds: a point groks when 2 do
+    unrun = [0, 1, 2][grok + fail :]
+    monkeypatch.setattr(made, "_tally", lambda *_: (grok, fail, unrun, None))
+    assert made._need(3) == 2
+    assert made._more_seeds({}, "1", 0, [0, 1, 2]) == unrun[:more]
