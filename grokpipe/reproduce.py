@@ -180,8 +180,8 @@ def reproduce(
         raise ConfigError(f"{out_dir} is not empty: re-run into a new dir")
     recorded = provenance.read(run_dir)
     with open_dict(cfg):
-        if epochs is not None:
-            cfg.train.max_epochs = epochs
+        if epochs is not None:  # a run counted in steps (train.max_steps) re-runs its first N steps
+            cfg.train["max_steps" if cfg.train.get("max_steps") else "max_epochs"] = epochs
         if cfg.train.get("threads") is None and recorded and recorded.get("threads"):
             cfg.train.threads = recorded["threads"]  # a CPU run's bits depend on the thread count
         cfg.logger = OmegaConf.create({"name": "none", "group": cfg.logger.get("group")})
@@ -198,7 +198,7 @@ def reproduce(
     report = {
         "original": str(run_dir),
         "rerun": str(out_dir),
-        "epochs": cfg.train.max_epochs,
+        "epochs": cfg.train.get("max_steps") or cfg.train.max_epochs,
         "verdict": rows.verdict,
         "rows": {**asdict(rows), "verdict": rows.verdict},
         "tolerance": {"rtol": rtol, "atol": atol},
