@@ -9,11 +9,12 @@ gets its own run dir: metrics.csv, summary.json, checkpoints, curves.png and W&B
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from grokpipe.device import pick_device
 from grokpipe.errors import ConfigError
@@ -24,6 +25,7 @@ from grokpipe.optim import build_optimizer
 from grokpipe.outputs import StorageError, set_rng_state
 from grokpipe.packing import check_packable
 from grokpipe.progress_bar import ProgressBar
+from grokpipe.provenance import cpu_info
 from grokpipe.run_record import RunRecord, budget, read_summary
 from grokpipe.signals import StopRequest
 from grokpipe.stack import GraphedStep, make_stack
@@ -40,6 +42,24 @@ def choose_engine(cfg: DictConfig) -> str:
     return "packed" if pick_device(cfg.train.device).type == "cuda" else "loop"
 
 
+# train.precision=auto: bf16 autocast on a CPU with bf16 units, for models at least this wide (docs/benchmarks.md:
+# on such a CPU bf16 ran seed 003's model 1.3x (d_model 32) to 2.7x (128) faster with grok epochs inside fp32's seed
+# spread, and slower than fp32 at d_model 8, where the casts cost more than the matmuls save)
+BF16_MIN_WIDTH = 32
+BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def choose_precision(cfg: DictConfig, device: torch.device) -> str:
+    """`train.precision`, with auto resolved: bf16 on a CPU with bf16 units (avx512_bf16 or amx_bf16 in its flags)
+    for a model of d_model >= BF16_MIN_WIDTH, fp32 elsewhere (on GPUs bf16 has not been measured against fp32)."""
+    precision = cfg.train.precision
+    if precision != "auto":
+        return precision
+    wide = (cfg.model.get("d_model") or 0) >= BF16_MIN_WIDTH
+    native = device.type == "cpu" and bool(BF16_CPU_FLAGS & set(cpu_info()[1]))
+    return "bf16" if wide and native else "fp32"
+
+
 def apply_determinism(tc: DictConfig, device: torch.device) -> None:
     """The settings a run's bits depend on: `train.threads` (else torch's default) and, with
     `train.deterministic`, torch's deterministic algorithms (warn-only: an op without a deterministic kernel warns
@@ -48,11 +68,22 @@ def apply_determinism(tc: DictConfig, device: torch.device) -> None:
     deterministic = tc.get("deterministic", True)  # a config recorded before the key existed: the default
     if tc.get("threads"):
         torch.set_num_threads(tc.threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    _set_deterministic(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic and torch.backends.cudnn.benchmark
     if deterministic and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def _set_deterministic(mode: bool) -> None:
+    """torch.use_deterministic_algorithms(mode, warn_only=True), which also sets the compiler's copy of the flag and
+    so imports the compiler (0.9 s of start-up). A run compiles nothing: while the compiler is not loaded, only the
+    flag the eager kernels read is set."""
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is None and hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch._C._set_deterministic_algorithms(mode, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(mode, warn_only=True)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -71,6 +102,9 @@ def train(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
     device = pick_device(tc.device)
     apply_determinism(tc, device)
     check_memory(cfgs, device)
+    for cfg in cfgs:  # auto resolved once, before the record: a resume that would resolve it otherwise is refused
+        with open_dict(cfg):
+            cfg.train.precision = choose_precision(cfg, device)
     results: list[dict | None] = [None] * len(cfgs)
     records, models, splits, ckpts, index = [], [], [], [], []
     for n, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):

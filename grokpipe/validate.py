@@ -6,6 +6,8 @@ Each group's keys are checked against the schema of the part its `_target_` name
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -23,7 +25,7 @@ TRAIN_SCHEMA = {
     "patience": Nullable(Int(0, 10**9)),
     "seed": Int(0, 2**63 - 1),
     "device": Choice(("auto", "cpu", "cuda", "mps")),
-    "precision": Choice(("fp32", "bf16")),
+    "precision": Choice(("fp32", "bf16", "auto")),
     "deterministic": Bool(),
     "threads": Nullable(Int(1, 4096)),
     "engine": Choice(("auto", "loop", "packed")),
@@ -204,16 +206,41 @@ def estimate_bytes(cfg: DictConfig, classes: dict) -> dict:
     if data > 2**50:  # no model is built for a task this size
         return {"data": data, "total": data}
     spec = build_task(cfg.task).spec
-    with torch.device("meta"):
+    with _shapes_only():
         model = build_model(cfg.model, spec)
         n_params = sum(p.numel() for p in model.parameters())
-        per_sample = _activations_per_sample(model, spec)
+    if n_params <= REAL_FORWARD_PARAMS:  # one sample through a real copy: cheaper than the meta forward's imports
+        with torch.random.fork_rng(devices=[]):
+            per_sample = _activations_per_sample(build_model(cfg.model, spec), spec)
+    else:
+        with _shapes_only():
+            per_sample = _activations_per_sample(model, spec)
     copies = 2 + len(classes["optim"].state_names) + int(bool(cfg.optim.grokfast.enabled))
     params = n_params * 4 * copies
     n_train = round(cfg.task.train_frac * n)
     batch = max(n_train, n - n_train) if cfg.train.batch_size is None else min(cfg.train.batch_size, n)
     activations = 2 * per_sample * batch * 4  # saved for backward, and their gradients
     return {"data": data, "parameters": params, "activations": activations, "total": data + params + activations}
+
+
+# models up to this many parameters (64 MiB in fp32) are counted through a real copy: a forward on the meta device
+# runs torch's Python references, whose first call imports the compiler (1 s of every run's start-up)
+REAL_FORWARD_PARAMS = 2**24
+
+
+@contextmanager
+def _shapes_only():
+    """The meta device (shapes, no storage), with `Tensor.normal_` a no-op there: a meta tensor has no values to
+    draw, and torch's meta `normal_` is a Python reference whose first call imports the compiler (1.5 s)."""
+    import torch
+
+    normal = torch.Tensor.normal_
+    torch.Tensor.normal_ = lambda self, *args, **kwargs: self if self.is_meta else normal(self, *args, **kwargs)
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        torch.Tensor.normal_ = normal
 
 
 def _activations_per_sample(model, spec) -> int:

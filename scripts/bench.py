@@ -1,24 +1,32 @@
-"""Throughput of grokpipe's training paths against a plain loop, with FLOPs and the share of the machine's limit.
+"""Throughput of grokpipe against seed 003's own loop, with FLOPs and the share of the machine's matmul rate.
 
     python scripts/bench.py                        # p=97, d_model 128 and 32, CPU (and CUDA when present)
+    python scripts/bench.py --process --d-model 128 --epochs 120   # whole processes, start to finish
     python scripts/bench.py --procs --json b.json  # also: two one-thread processes against one process
     python scripts/bench.py --quick                # tiny sizes, seconds (what tests/test_bench.py runs)
 
-Rows, per device and d_model (all on seed 003's GrokTransformer, full batch, eval every 10 epochs):
-  reference  the plain loop seed 003 describes: forward, loss, zero_grad, backward, step; eval with .item()
+In-process rows, per device and d_model (full batch, eval every 10 epochs):
+  reference  seed 003's own model and loop (scripts/seed003_loop.py: its hand-written pre-LN transformer, torch's
+             AdamW; forward, cross-entropy, zero_grad, backward, step; train and val evaluated through .item())
   single     grokpipe.train.run() itself (logger=none, plot=false, patience=null) in a temp dir
   packed     grokpipe.train.train() of a pack of N members (seeds x weight decays); counts member-epochs
   bf16       run() with train.precision=bf16
-  step_floor the bare training step of one model and nothing else (no evaluation, metrics or files), as
+  step_floor the bare training step of grokpipe's model and nothing else (no evaluation, metrics or files), as
              grokpipe.stack.GraphedStep runs it: on CUDA one CUDA-graph replay per epoch. A launch-bound
              run cannot go faster; single / step_floor is the overhead of everything run() adds
   packed_gpu (CUDA only) train() of a pack of --gpu-members members (64)
   sweep_*    (--procs) run() in fresh processes: one alone with the default threads, one alone with one
              thread, and two one-thread processes side by side (their summed run-epochs per second)
+Whole-process rows (--process, CPU), each a fresh `python` process timed from outside, start to finish:
+  process_reference  `python scripts/seed003_loop.py --prime P --d_model D --epochs E`
+  process_grokpipe   `python launch.py sweep=seed003 task.p=P model.d_model=D train.max_epochs=E logger=none`
+  import_torch       `python -c "import torch"`
+  startup            `python launch.py ...` for one epoch (train.eval_every=1, plot=false) minus import_torch: the
+                     start-up before the first epoch, with one epoch and the finish (summary, checkpoint) on top
 Timings are medians over --repeats rounds; within a round the rows run one after another, so their ratios
-are measured side by side. FLOPs per epoch are counted by torch.utils.flop_counter.FlopCounterMode
-(forward + backward of one step + the evaluation amortised over eval_every; optimizer FLOPs left out);
-the limit is the median rate of a large fp32 matmul measured in the same run.
+are measured side by side. FLOPs per epoch are counted by torch.utils.flop_counter.FlopCounterMode on the
+reference model (forward + backward of one step + the evaluation amortised over eval_every; optimizer FLOPs left
+out); the limit is the median rate of a large fp32 matmul measured in the same run.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import multiprocessing as mp
 import os
 import queue
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +49,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import seed003_loop  # noqa: E402
 
 from grokpipe.models import build_model  # noqa: E402
 from grokpipe.tasks import build_task  # noqa: E402
@@ -90,42 +102,38 @@ def matmul_gflops(device: str, n: int, repeats: int, dtype=torch.float32) -> flo
 
 
 def flops_per_epoch(p: int, d_model: int, device: str) -> int:
-    """Forward + backward of one full-batch step plus (train + val forward) / eval_every, by FlopCounterMode."""
+    """Forward + backward of one full-batch step plus (train + val forward) / eval_every, by FlopCounterMode, on
+    seed 003's model (grokpipe's computes the same function with fewer FLOPs: the share a row reaches is of the
+    work the reference does)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = compose(run_overrides(p, d_model, 1, device))
-    task = build_task(cfg.task)
-    data = task.split().to(device)
-    model = build_model(cfg.model, task.spec).to(device)
+    train_x, train_y, val_x, _ = (t.to(device) for t in seed003_loop.data(p, 0))
+    model = seed003_loop.GrokTransformer(p, d_model).to(device)
     with FlopCounterMode(display=False) as step:
-        F.cross_entropy(model(data.train_x), data.train_y).backward()
-    # counted in train mode: eval mode's fused encoder kernel is invisible to the counter, the math is the same
+        F.cross_entropy(model(train_x), train_y).backward()
     with FlopCounterMode(display=False) as evaluation, torch.no_grad():
-        model(data.train_x), model(data.val_x)
+        model(train_x), model(val_x)
     return step.get_total_flops() + evaluation.get_total_flops() // EVAL_EVERY
 
 
 def reference(p: int, d_model: int, epochs: int, device: str) -> float:
-    """Seed 003's loop written the plain way; returns seconds for `epochs` epochs."""
-    cfg = compose(run_overrides(p, d_model, epochs, device))
-    task = build_task(cfg.task)
-    data = task.split().to(device)
+    """Seed 003's own model and loop (scripts/seed003_loop.py); returns seconds for `epochs` epochs."""
+    train_x, train_y, val_x, val_y = (t.to(device) for t in seed003_loop.data(p, 0))
     torch.manual_seed(0)
-    model = build_model(cfg.model, task.spec).to(device)
+    model = seed003_loop.GrokTransformer(p, d_model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
     sync(device)
     t = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
-        logits = model(data.train_x)
-        loss = F.cross_entropy(logits, data.train_y)
+        loss = F.cross_entropy(model(train_x), train_y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if epoch % EVAL_EVERY == 0:
             model.eval()
             with torch.no_grad():
-                for x, y in ((data.train_x, data.train_y), (data.val_x, data.val_y)):
+                for x, y in ((train_x, train_y), (val_x, val_y)):
                     out = model(x)
                     F.cross_entropy(out, y).item(), (out.argmax(-1) == y).float().mean().item()
     sync(device)
@@ -220,6 +228,89 @@ def sweep_round(p: int, d_model: int, epochs: int, procs: int, threads: int | No
     return sum(epochs / s for s in seconds)
 
 
+def _timed(cmd: list[str], cwd: Path) -> float:
+    """Wall seconds of one fresh process, start to finish (it must succeed)."""
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return seconds
+
+
+def process_rows(args, d_model: int, flops: int, limits: dict) -> list[dict]:
+    """Whole processes, one after another in each round: seed 003's train.py loop, `python launch.py`, `import
+    torch` alone, and launch.py for one epoch (the start-up)."""
+    py, p, epochs = sys.executable, args.p, args.epochs
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+
+        def launch(name: str, n_epochs: int, *extra: str) -> list[str]:
+            run_dir = work / f"{name}_{len(list(work.iterdir()))}"  # a fresh run dir: nothing to resume
+            return [
+                py,
+                str(ROOT / "launch.py"),
+                "sweep=seed003",
+                f"task.p={p}",
+                f"model.d_model={d_model}",
+                f"train.max_epochs={n_epochs}",
+                "logger=none",
+                f"hydra.run.dir={run_dir}",
+                *extra,
+            ]
+
+        cmds = {
+            "process_reference": lambda: [
+                py,
+                str(ROOT / "scripts" / "seed003_loop.py"),
+                "--prime",
+                str(p),
+                "--d_model",
+                str(d_model),
+                "--weight_decay",
+                "1.0",
+                "--epochs",
+                str(epochs),
+                "--out",
+                str(work / "reference"),
+            ],
+            "process_grokpipe": lambda: launch("grokpipe", epochs),
+            "import_torch": lambda: [py, "-c", "import torch"],
+            "one_epoch": lambda: launch("one", 1, "train.eval_every=1", "train.plot=false"),
+        }
+        times = {name: [] for name in cmds}
+        for _ in range(args.repeats):
+            for name, cmd in cmds.items():
+                times[name].append(_timed(cmd(), work))
+    rows = [
+        _row(name, "cpu", d_model, args, 1, epochs, times[name], flops, limits)
+        for name in ("process_reference", "process_grokpipe")
+    ]
+    for r in rows:
+        r["vs_reference"] = statistics.median(times["process_reference"]) / statistics.median(r["seconds"])
+    startup = [one - torch_ for one, torch_ in zip(times["one_epoch"], times["import_torch"])]
+    rows.append(
+        {
+            "name": "import_torch",
+            "device": "cpu",
+            "d_model": d_model,
+            "seconds": times["import_torch"],
+            "median_s": statistics.median(times["import_torch"]),
+        }
+    )
+    rows.append(
+        {
+            "name": "startup",
+            "device": "cpu",
+            "d_model": d_model,
+            "seconds": startup,
+            "median_s": statistics.median(startup),
+            "one_epoch_seconds": times["one_epoch"],
+        }
+    )
+    return rows
+
+
 def bench(args) -> dict:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows, limits = [], {}
@@ -229,6 +320,10 @@ def bench(args) -> dict:
             "bf16_matmul_gflops": matmul_gflops(device, args.matmul_n, max(args.repeats, 5), torch.bfloat16),
         }
         for d_model in args.d_model:
+            if args.process:
+                if device == "cpu":
+                    rows += process_rows(args, d_model, flops_per_epoch(args.p, d_model, device), limits)
+                continue
             shape = dict(p=args.p, d_model=d_model, device=device)
             cases = {
                 "reference": (1, partial(reference, **shape)),
@@ -252,7 +347,8 @@ def bench(args) -> dict:
                 rows += sweep_rows(args, d_model, flops, limits)
     ref = {(r["device"], r["d_model"]): r["run_epochs_per_s"] for r in rows if r["name"] == "reference"}
     for r in rows:
-        r["vs_reference"] = r["run_epochs_per_s"] / ref[(r["device"], r["d_model"])]
+        if "vs_reference" not in r and "run_epochs_per_s" in r:
+            r["vs_reference"] = r["run_epochs_per_s"] / ref[(r["device"], r["d_model"])]
     return {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -307,6 +403,9 @@ def table(result: dict) -> str:
     head += f"{'limit%':>8}{'vs ref':>8}"
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
+        if "median_s" in r:  # a time, not a rate
+            lines.append(f"{r['name']:<28}{r['device']:<6}{r['d_model']:>5}  median {r['median_s']:.2f} s")
+            continue
         lines.append(
             f"{r['name']:<28}{r['device']:<6}{r['d_model']:>5}{r['members']:>4}{r['run_epochs_per_s']:>9.2f}"
             f"{r['ms_per_run_epoch']:>9.1f}{r['flops_per_epoch'] / 1e9:>10.3f}{r['gflops_per_s']:>9.1f}"
@@ -330,6 +429,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--matmul-n", type=int, default=2048, help="size of the matmul that sets the limit")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: torch's)")
     ap.add_argument("--procs", action="store_true", help="also time one process against two one-thread processes")
+    ap.add_argument("--process", action="store_true", help="whole-process rows only: seed 003's loop against launch.py")
     ap.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     args = ap.parse_args(argv)

@@ -21,38 +21,24 @@ from grokpipe.schema import Float, Int
 
 
 def grid_bytes(p: int, m: int) -> int:
-    """What one evaluation holds at once: the float64 grid, its complex spectrum and two complex inverses."""
-    return m * p**3 * (8 + 3 * 16)
+    """What one evaluation holds at once: the logits of every pair in float64, and their shifted copies."""
+    return m * p**3 * 8 * 3
 
 
-def logit_grid(ev: Evaluation, p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits [M, p, p, C] over all pairs, whether each pair is a training pair [M, p, p], and whether each pair
-    was seen at all [M, p, p], assembled from the evaluation's train and val samples."""
-    m, c = ev.outputs["train"].shape[0], ev.outputs["train"].shape[-1]
-    grid = ev.outputs["train"].new_zeros(m, p * p, c, dtype=torch.float64)
-    seen = torch.zeros(m, p * p, dtype=torch.bool, device=grid.device)
-    train = torch.zeros_like(seen)
-    for split in ("train", "val"):
-        x = ev.inputs[split]
-        cell = (x[..., 0] * p + x[..., 1]).long()  # [M, N]
-        grid.scatter_(1, cell.unsqueeze(-1).expand(-1, -1, c), ev.outputs[split].double())
-        seen.scatter_(1, cell, True)
-        if split == "train":
-            train.scatter_(1, cell, True)
-    return grid.view(m, p, p, c), train.view(m, p, p), seen.view(m, p, p)
-
-
-def key_masks(spectrum: torch.Tensor, sign: int, n_key: int) -> torch.Tensor:
-    """[M, p, p] 1 at the entries of the `n_key` strongest frequencies' (a + sign b) directions, else 0."""
-    m, p = spectrum.shape[:2]
-    w = torch.arange(1, (p - 1) // 2 + 1, device=spectrum.device)
-    energy = spectrum[:, w, (sign * w) % p].abs().pow(2).sum(-1)  # [M, K]: the -w entries are its conjugates
-    keys = w[energy.topk(n_key, dim=1).indices]  # [M, n_key]
-    mask = torch.zeros(m, p, p, dtype=torch.float64, device=spectrum.device)
-    rows = torch.arange(m, device=spectrum.device).unsqueeze(1)
-    mask[rows, keys, (sign * keys) % p] = 1
-    mask[rows, (-keys) % p, (-sign * keys) % p] = 1
-    return mask
+def pairs(ev: Evaluation, p: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """The logits of the train then val samples [M, N, C] in float64, each sample's pair index a p + b [M, N], and
+    the number of training samples; None unless every member saw each of the p^2 pairs exactly once."""
+    x = torch.cat([ev.inputs["train"], ev.inputs["val"]], 1)
+    cell = (x[..., 0] * p + x[..., 1]).long()
+    if cell.shape[1] != p * p:
+        return None
+    counts = torch.zeros(cell.shape[0], p * p, dtype=torch.long, device=cell.device).scatter_add_(
+        1, cell, torch.ones_like(cell)
+    )
+    if not bool((counts == 1).all()):
+        return None
+    logits = torch.cat([ev.outputs["train"], ev.outputs["val"]], 1).double()
+    return logits, cell, ev.inputs["train"].shape[1]
 
 
 class RestrictedLoss(Measure):
@@ -70,28 +56,37 @@ class RestrictedLoss(Measure):
             return f"n_key={self.n_key} is more than the {(self.task.residues - 1) // 2} frequencies of Z_p"
         gib = grid_bytes(self.task.residues, stack.m if stack is not None else 1) / 2**30
         if gib > self.max_gib:
-            return f"its [p, p, p] logit grid and spectrum would take {gib:.1f} GiB, over max_gib={self.max_gib:g}"
+            return f"the logits of all p^2 pairs in float64 would take {gib:.1f} GiB, over max_gib={self.max_gib:g}"
         return None
 
     def __call__(self, ev: Evaluation) -> dict:
+        """The 2-D spectrum's entries (w, sign w) are a 1-D DFT of the logits summed along the diagonals r = (a + sign
+        b) mod p, and the key directions are functions of r: so the key part of the logits, K_r, is a sum of a few
+        cosines in r, and the measure costs O(p^2 C) (one pass over the logits) instead of 2-D FFTs of the grid."""
         p, sign = self.task.residues, self.task.linear_sign
-        grid, train, seen = logit_grid(ev, p)
-        if not bool(seen.all()):
-            nan = grid.new_full((grid.shape[0],), float("nan"))
+        m = ev.outputs["train"].shape[0]
+        seen = pairs(ev, p)
+        if seen is None:
+            nan = torch.full((m,), float("nan"), dtype=torch.float64, device=ev.outputs["train"].device)
             return {"restricted_loss": nan, "excluded_loss": nan}
-        spectrum = torch.fft.fft2(grid, dim=(1, 2))
-        keys = key_masks(spectrum, sign, self.n_key).unsqueeze(-1)
-        mean = torch.zeros_like(keys)
-        mean[:, 0, 0] = 1  # the (0, 0) entry: the mean over pairs
-        restricted = torch.fft.ifft2(spectrum * (keys + mean), dim=(1, 2)).real
-        excluded = torch.fft.ifft2(spectrum * (1 - keys), dim=(1, 2)).real
-        a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-        labels = ((a + sign * b) % p).to(grid.device)
-        per_pair = lambda logits: F.cross_entropy(
-            logits.permute(0, 3, 1, 2), labels.expand(len(logits), p, p), reduction="none"
-        )  # noqa: E731
-        r, e = per_pair(restricted), per_pair(excluded)
-        return {
-            "restricted_loss": r.mean((1, 2)),
-            "excluded_loss": (e * train).sum((1, 2)) / train.sum((1, 2)),
-        }
+        logits, cell, n_train = seen
+        dev, c = logits.device, logits.shape[-1]
+        diag = (cell // p + sign * (cell % p)) % p  # [M, N]: each sample's diagonal, which is also its label
+        sums = logits.new_zeros(m, p, c).scatter_add_(1, diag.unsqueeze(-1).expand(-1, -1, c), logits)  # [M, r, C]
+        r = torch.arange(p, device=dev, dtype=torch.float64)
+        w = torch.arange(1, (p - 1) // 2 + 1, device=dev, dtype=torch.float64)
+        phase = torch.polar(torch.ones(len(w), p, dtype=torch.float64, device=dev), 2 * torch.pi * w[:, None] * r / p)
+        spectrum = torch.einsum("wr,mrc->mwc", phase.conj(), sums.to(phase.dtype))  # S[w, sign w]: [M, W, C]
+        keys = spectrum.abs().pow(2).sum(-1).topk(self.n_key, dim=1).indices  # [M, n_key]: the strongest w
+        rows = torch.arange(m, device=dev).unsqueeze(1)
+        # the entries (k, sign k) and (-k, -sign k) of the inverse 2-D DFT: 2 Re(S e^{2 pi i k r / p}) / p^2
+        key_part = 2 * torch.einsum("mkc,mkr->mrc", spectrum[rows, keys], phase[keys]).real / p**2  # [M, r, C]
+        mean = logits.mean(1, keepdim=True)  # [M, 1, C]: the (0, 0) entry, the mean over all pairs
+        # restricted logits depend on r alone: each diagonal's p pairs share one loss
+        labels = torch.arange(p, device=dev).expand(m, p)
+        restricted = F.cross_entropy((mean + key_part).transpose(1, 2), labels, reduction="none").mean(1)
+        train, train_diag = logits[:, :n_train], diag[:, :n_train]
+        excluded = F.cross_entropy(
+            (train - key_part[rows, train_diag]).transpose(1, 2), train_diag, reduction="none"
+        ).mean(1)
+        return {"restricted_loss": restricted, "excluded_loss": excluded}

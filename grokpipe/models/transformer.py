@@ -1,12 +1,86 @@
-"""Seed 003's transformer: token + positional embeddings, pre-LayerNorm GELU blocks, final LayerNorm, mean pool."""
+"""Seed 003's transformer: token + positional embeddings, pre-LayerNorm GELU blocks, final LayerNorm, mean pool.
+
+The blocks are written out by hand rather than run through `nn.TransformerEncoderLayer`: same parameters (names,
+shapes, order, initialisation: a checkpoint of either loads into the other, and a seed gives the same weights), same
+function, less work for the two or three tokens a task has:
+
+- the attention is a few small tensor ops: with two tokens, softmax over two scores is the sigmoid of their
+  difference, so each head's output is v₀ + σ(q·(k₁ − k₀)/√d_head)(v₁ − v₀), with no score matrix, transposes or
+  copies; other lengths take the explicit softmax(q kᵀ/√d_head) v;
+- the first block's LayerNorm and qkv projection see only (position, token) pairs, so they are computed once per
+  pair (vocabulary × positions rows) and gathered per sample, not computed for every sample.
+"""
 
 from __future__ import annotations
 
+import copy
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from grokpipe.models import ATTENTION_SCHEMA, operands
 from grokpipe.tasks import TaskSpec
+
+
+class SelfAttention(nn.Module):
+    """`nn.MultiheadAttention`'s parameters and initialisation (xavier-uniform in-projection, zero biases)."""
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads, self.d_head = n_heads, d_model // n_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.in_proj_bias)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def qkv(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.in_proj_weight, self.in_proj_bias)
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The heads' output, projected: qkv [N, T, 3 d_model] -> [N, T, d_model]."""
+        n, t, _ = qkv.shape
+        h, dh = self.n_heads, self.d_head
+        scale = 1.0 / math.sqrt(dh)
+        if t == 2:
+            q, k, v = qkv.view(n, 2, 3, h, dh).unbind(2)  # each [N, 2, H, dh]
+            diff = (q * (k[:, 1] - k[:, 0]).unsqueeze(1)).sum(-1, keepdim=True)  # s_i1 - s_i0 / scale: [N, 2, H, 1]
+            mixed = torch.addcmul(v[:, :1], torch.sigmoid(diff * scale), (v[:, 1] - v[:, 0]).unsqueeze(1))
+        else:
+            q, k, v = qkv.view(n, t, 3, h, dh).permute(2, 0, 3, 1, 4)  # each [N, H, T, dh]
+            weights = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)
+            mixed = (weights @ v).transpose(1, 2)
+        return self.out_proj(mixed.reshape(n, t, h * dh))
+
+
+class EncoderLayer(nn.Module):
+    """`nn.TransformerEncoderLayer(norm_first=True, activation="gelu", dropout=0)`: its parameters, its function."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int) -> None:
+        super().__init__()
+        self.self_attn = SelfAttention(d_model, n_heads)
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear2 = nn.Linear(d_ff, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, qkv: torch.Tensor | None = None) -> torch.Tensor:
+        """x [N, T, d_model]; `qkv`, when given, is the attention's input projection of norm1(x), computed already."""
+        if qkv is None:
+            qkv = self.self_attn.qkv(self.norm1(x))
+        x = x + self.self_attn(qkv)
+        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+
+
+class Encoder(nn.Module):
+    """`n_layers` copies of one layer, equal at initialisation (as `nn.TransformerEncoder` makes them)."""
+
+    def __init__(self, layer: EncoderLayer, n_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(n_layers))
 
 
 class GrokTransformer(nn.Module):
@@ -19,17 +93,28 @@ class GrokTransformer(nn.Module):
         self.n_in = operands(spec)
         self.tok = nn.Embedding(spec.vocab_size, d_model)
         self.pos = nn.Embedding(self.n_in, d_model)
-        layer = nn.TransformerEncoderLayer(
-            d_model, n_heads, ff_mult * d_model, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.blocks = Encoder(EncoderLayer(d_model, n_heads, ff_mult * d_model), n_layers)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, spec.n_outputs)
 
+    def _first(self, x: torch.Tensor) -> torch.Tensor:
+        """The first block's output on the operand tokens x [N, T]."""
+        first = self.blocks.layers[0]
+        n, t = x.shape
+        vocab = self.tok.num_embeddings
+        if n <= vocab:  # fewer samples than table rows: per sample
+            return first(self.tok(x) + self.pos.weight)
+        table = self.tok.weight.unsqueeze(0) + self.pos.weight.unsqueeze(1)  # [T, V, d]: every (position, token)
+        rows = x + torch.arange(0, t * vocab, vocab, device=x.device)  # row of (t, x[:, t]) in the flat table
+        qkv = first.self_attn.qkv(first.norm1(table))
+        return first(F.embedding(rows, table.flatten(0, 1)), F.embedding(rows, qkv.flatten(0, 1)))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Mean-pooled representation of the operands: what the probes and the head read."""
-        h = self.tok(x[:, : self.n_in]) + self.pos.weight
-        return self.norm(self.blocks(h)).mean(dim=1)
+        h = self._first(x[:, : self.n_in])
+        for layer in self.blocks.layers[1:]:
+            h = layer(h)
+        return self.norm(h).mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

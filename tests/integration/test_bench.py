@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 
+import torch
 from helpers import ROOT
 
 ROWS = {"reference", "single", "packed", "bf16", "step_floor", "sweep_1proc_default_threads", "sweep_1proc_1thread"}
@@ -31,6 +33,44 @@ def test_quick_bench_writes_every_row(tmp_path):
     assert [r["processes"] for r in rows if r["name"] == "sweep_2procs_1thread"] == [2]
     assert result["limits"]["cpu"]["fp32_matmul_gflops"] > 0
     assert "reference" in proc.stdout and "GFLOP/s" in proc.stdout
+
+
+def test_quick_bench_times_whole_processes_against_seed003s_loop(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--process", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"process_reference", "process_grokpipe", "import_torch", "startup"}
+    for name in ("process_reference", "process_grokpipe"):
+        r = rows[name]
+        assert r["epochs"] == 10 and r["run_epochs_per_s"] > 0 and r["share_of_fp32_limit"] > 0, name
+    ref, ours = (statistics.median(rows[n]["seconds"]) for n in ("process_reference", "process_grokpipe"))
+    assert rows["process_grokpipe"]["vs_reference"] == ref / ours
+    assert rows["import_torch"]["median_s"] > 0 and len(rows["startup"]["one_epoch_seconds"]) == 1
+    assert rows["startup"]["median_s"] == rows["startup"]["one_epoch_seconds"][0] - rows["import_torch"]["seconds"][0]
+    assert "process_reference" in proc.stdout and "startup" in proc.stdout
+
+
+def test_seed003_loop_trains_and_checkpoints(tmp_path):
+    """The reference loop itself: a whole run that writes its checkpoint and summary where it is told."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "seed003_loop.py"), "--prime", "11", "--d_model", "8",
+         "--epochs", "20", "--out", str(tmp_path / "out")],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["epochs"] == 20 and 0 <= summary["val_acc"] <= 1 and summary["train_loss"] > 0
+    state = torch.load(tmp_path / "out" / "final.pt", weights_only=True)
+    assert state["epoch"] == 20 and "tok.weight" in state["model"]
 
 
 def test_measure_cost_times_every_default_measure(tmp_path):

@@ -120,7 +120,7 @@ def test_restricted_and_excluded_loss_match_the_explicit_projection():
     assert got["excluded_loss"].item() == pytest.approx(e, rel=1e-9)
     assert measure.applies(None) is None
     big = build_task(compose_cfg(["task.p=1009"]).task)
-    assert "would take 53.6 GiB, over max_gib=1" in RestrictedLoss(big).applies(None)
+    assert "would take 23.0 GiB, over max_gib=1" in RestrictedLoss(big).applies(None)
     mul = build_task(compose_cfg(["task=mod_mul", "task.p=11"]).task)
     assert "not task mul11" in RestrictedLoss(mul).applies(None)
 
