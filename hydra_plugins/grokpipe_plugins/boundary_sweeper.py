@@ -27,9 +27,8 @@ import sys
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from grokpipe.errors import ConfigError
 from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, CellDied, write_cells, write_packs
 from hydra_plugins.grokpipe_plugins.grid_sweeper import GridSweeper
 
@@ -159,17 +158,7 @@ class BoundarySweeper(GridSweeper):
 
     def _compose(self, overrides: list[str], num: int):
         """A cell's config, checked; exits 2 with one line naming the cell if it is not allowed."""
-        from grokpipe.validate import prepare
-
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(cfg):
-            cfg.hydra.job.num = num
-        try:
-            prepare(cfg)
-        except ConfigError as exc:
-            print(f"error: {' '.join(overrides[-3:])}: {exc}; nothing more was launched", file=sys.stderr)
-            sys.exit(2)
-        return cfg
+        return self.compose_cell(overrides, num, " ".join(overrides[-3:]), "nothing more was launched")
 
     def _ladder(self, fixed: list[str], axis: list[str]) -> list[tuple[float, str]]:
         """The searched points as (value, override), ascending. In ratio mode each ratio becomes the d_model the
@@ -325,7 +314,7 @@ class BoundarySweeper(GridSweeper):
         write_cells(sweep_dir, [{k: c[k] for k in ("num", "overrides", "dir")} for c in state["cells"]])
         jobs.sort(key=lambda c: c["num"])
         try:
-            if self.pack:
+            if self.pack is not False and self.packs(self._compose(jobs[0]["overrides"], jobs[0]["num"])):
                 self._launch_packed(sweep_dir, jobs)
                 return
             runs, start = [], 0
@@ -349,17 +338,8 @@ class BoundarySweeper(GridSweeper):
         previous = json.loads((sweep_dir / PACKS).read_text()) if (sweep_dir / PACKS).exists() else []
         cfgs = []
         for cell in jobs:
-            cfg = self._compose(cell["overrides"], cell["num"])
-            task_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-            with open_dict(task_cfg):
-                del task_cfg["hydra"]
-                if task_cfg.logger.get("group") is None:
-                    from grokpipe.sweep import sweep_group
-
-                    task_cfg.logger.group = sweep_group(str(sweep_dir))
-            (Path(cell["dir"]) / ".hydra").mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(task_cfg, Path(cell["dir"]) / ".hydra" / "config.yaml")
-            OmegaConf.save(OmegaConf.create(cell["overrides"]), Path(cell["dir"]) / ".hydra" / "overrides.yaml")
+            task_cfg = self.run_config(self._compose(cell["overrides"], cell["num"]), sweep_dir)
+            self.save_run_config(task_cfg, cell["overrides"], Path(cell["dir"]))
             cfgs.append(task_cfg)
         k0 = len(previous)
         packs = group_by_shape(cfgs, self.max_members)

@@ -74,10 +74,34 @@ def expand_ellipsis(key: str, values: list[str]) -> list[str]:
     raise ValueError(f"{key}={spec}: no arithmetic or geometric progression from {','.join(head)} reaches {tail[0]}")
 
 
+PACK_CHOICES = (True, False, "auto")
+
+
 class GridSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: int | None = None, params=None, pack: bool = False, max_members=None) -> None:
+    def __init__(self, max_batch_size: int | None = None, params=None, pack=False, max_members=None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
-        self.pack, self.max_members = bool(pack), max_members
+        if pack not in PACK_CHOICES:
+            print(f"error: hydra.sweeper.pack={pack} is not allowed: true, false or auto", file=sys.stderr)
+            sys.exit(2)
+        self.pack, self.max_members = pack, max_members
+
+    def packs(self, cfg) -> bool:
+        """Whether the cells train packed: `pack` itself, or for auto where packing pays, which is on a GPU: the
+        cells name train.device=cuda, or leave it at auto with a GPU in reach (SLURM's gpus_per_node for a SLURM
+        cell, else this machine's). On a CPU a pack trains slower per member than its cells one by one
+        (docs/benchmarks.md), so auto trains them one by one there. `cfg`: one composed cell."""
+        if self.pack == "auto":
+            device, launcher = cfg.train.device, cfg.hydra.launcher
+            if device in ("cuda", "cpu", "mps"):
+                self.pack = device == "cuda"
+            elif "gpus_per_node" in launcher:
+                self.pack = bool(launcher.gpus_per_node)
+            else:
+                import torch  # only when deciding: the plugin scan must not import torch
+
+                self.pack = torch.cuda.is_available()
+            log.info(f"hydra.sweeper.pack=auto: {'packed' if self.pack else 'one job per cell'} ({device} cells)")
+        return bool(self.pack)
 
     def sweep(self, arguments: list[str]):
         try:
@@ -89,7 +113,7 @@ class GridSweeper(BasicSweeper):
             sys.exit(2)
         cells = self.check_cells(arguments)
         try:
-            if self.pack:
+            if self.packs(cells[0][1]):
                 return self.sweep_packed(cells)
             return super().sweep(arguments)
         except CellDied as exc:  # raised once every cell has ended: the sweep summary reports each failure
@@ -110,8 +134,6 @@ class GridSweeper(BasicSweeper):
     def check_cells(self, arguments: list[str]) -> list[tuple]:
         """Compose and check every cell before anything is launched: one bad cell stops the whole grid.
         Writes the manifest of cells (`cells.json`) the sweep summary reads; returns (overrides, config) per cell."""
-        from grokpipe.validate import prepare  # imports torch: here, not when Hydra discovers the plugins
-
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         parsed = parser.parse_overrides(self._parse_config() + arguments)
         swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
@@ -119,20 +141,45 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         manifest, composed = [], []
         for num, overrides in enumerate(cells):
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(cfg):
-                cfg.hydra.job.num = num
-            try:
-                prepare(cfg)
-            except ConfigError as exc:
-                where = " ".join(o for o in overrides if o.split("=", 1)[0] in swept)
-                print(f"error: cell {num} ({where}): {exc}; nothing was launched", file=sys.stderr)
-                sys.exit(2)
+            where = " ".join(o for o in overrides if o.split("=", 1)[0] in swept)
+            cfg = self.compose_cell(overrides, num, f"cell {num} ({where})")
             manifest.append({"num": num, "overrides": list(overrides), "dir": str(sweep_dir / cfg.hydra.sweep.subdir)})
             composed.append((list(overrides), cfg))
         write_cells(sweep_dir, manifest)
         log.info(f"{len(cells)} cells checked; launching")
         return composed
+
+    def compose_cell(self, overrides, num: int, label: str, after: str = "nothing was launched"):
+        """One cell's config, composed as job `num` and checked. If it is not allowed: the line
+        `error: <label>: <why>; <after>` on stderr, and exit 2."""
+        from grokpipe.validate import prepare  # imports torch: here, not when Hydra discovers the plugins
+
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.num = num
+        try:
+            prepare(cfg)
+        except ConfigError as exc:
+            print(f"error: {label}: {exc}; {after}", file=sys.stderr)
+            sys.exit(2)
+        return cfg
+
+    @staticmethod
+    def run_config(cfg, sweep_dir: Path):
+        """A cell's composed config as its run sees it: without `hydra`, logged to the sweep's group by default."""
+        task_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+        with open_dict(task_cfg):
+            del task_cfg["hydra"]
+            if task_cfg.logger.get("group") is None:
+                task_cfg.logger.group = sweep_group(str(sweep_dir))
+        return task_cfg
+
+    @staticmethod
+    def save_run_config(task_cfg, overrides, run_dir: Path) -> None:
+        """A packed cell's .hydra/config.yaml and overrides.yaml, which Hydra itself writes for a cell run alone."""
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(task_cfg, run_dir / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
 
     def plan_packs(self, cells: list[tuple]) -> list[list[int]]:
         """Group the cells by shape, write each cell's run config to its dir and the plan to `packs.json`."""
@@ -141,12 +188,7 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         task_cfgs, dirs = [], []
         for _, cfg in cells:
-            task_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-            with open_dict(task_cfg):
-                del task_cfg["hydra"]
-                if task_cfg.logger.get("group") is None:
-                    task_cfg.logger.group = sweep_group(str(sweep_dir))
-            task_cfgs.append(task_cfg)
+            task_cfgs.append(self.run_config(cfg, sweep_dir))
             dirs.append(sweep_dir / str(cfg.hydra.sweep.subdir))
         packs = group_by_shape(task_cfgs, self.max_members)
         for members in packs:
@@ -155,10 +197,8 @@ class GridSweeper(BasicSweeper):
             except ConfigError as exc:
                 print(f"error: cells {','.join(map(str, members))}: {exc}; nothing was launched", file=sys.stderr)
                 sys.exit(2)
-        for num, (task_cfg, run_dir) in enumerate(zip(task_cfgs, dirs)):
-            (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(task_cfg, run_dir / ".hydra" / "config.yaml")
-            OmegaConf.save(OmegaConf.create(cells[num][0]), run_dir / ".hydra" / "overrides.yaml")
+        for (overrides, _), task_cfg, run_dir in zip(cells, task_cfgs, dirs):
+            self.save_run_config(task_cfg, overrides, run_dir)
         plan = [
             {"pack": k, "cells": members, "dirs": [str(dirs[i]) for i in members]} for k, members in enumerate(packs)
         ]
