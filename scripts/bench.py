@@ -20,6 +20,7 @@ In-process rows, per device and d_model (full batch, eval every 10 epochs):
 Whole-process rows (--process, CPU), each a fresh `python` process timed from outside, start to finish:
   process_reference  `python scripts/seed003_loop.py --prime P --d_model D --epochs E`
   process_grokpipe   `python launch.py sweep=seed003 task.p=P model.d_model=D train.max_epochs=E logger=none`
+  process_grokpipe_1thread, process_grokpipe_bf16   the same with train.threads=1, with train.precision=bf16
   import_torch       `python -c "import torch"`
   startup            `python launch.py ...` for one epoch (train.eval_every=1, plot=false) minus import_torch: the
                      start-up before the first epoch, with one epoch and the finish (summary, checkpoint) on top
@@ -275,6 +276,8 @@ def process_rows(args, d_model: int, flops: int, limits: dict) -> list[dict]:
                 str(work / "reference"),
             ],
             "process_grokpipe": lambda: launch("grokpipe", epochs),
+            "process_grokpipe_1thread": lambda: launch("grokpipe", epochs, "train.threads=1"),
+            "process_grokpipe_bf16": lambda: launch("grokpipe", epochs, "train.precision=bf16"),
             "import_torch": lambda: [py, "-c", "import torch"],
             "one_epoch": lambda: launch("one", 1, "train.eval_every=1", "train.plot=false"),
         }
@@ -282,10 +285,8 @@ def process_rows(args, d_model: int, flops: int, limits: dict) -> list[dict]:
         for _ in range(args.repeats):
             for name, cmd in cmds.items():
                 times[name].append(_timed(cmd(), work))
-    rows = [
-        _row(name, "cpu", d_model, args, 1, epochs, times[name], flops, limits)
-        for name in ("process_reference", "process_grokpipe")
-    ]
+    processes = ("process_reference", "process_grokpipe", "process_grokpipe_1thread", "process_grokpipe_bf16")
+    rows = [_row(name, "cpu", d_model, args, 1, epochs, times[name], flops, limits) for name in processes]
     for r in rows:
         r["vs_reference"] = statistics.median(times["process_reference"]) / statistics.median(r["seconds"])
     startup = [one - torch_ for one, torch_ in zip(times["one_epoch"], times["import_torch"])]

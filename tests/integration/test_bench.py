@@ -46,8 +46,9 @@ def test_quick_bench_times_whole_processes_against_seed003s_loop(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"process_reference", "process_grokpipe", "import_torch", "startup"}
-    for name in ("process_reference", "process_grokpipe"):
+    processes = {"process_reference", "process_grokpipe", "process_grokpipe_1thread", "process_grokpipe_bf16"}
+    assert set(rows) == processes | {"import_torch", "startup"}
+    for name in processes:
         r = rows[name]
         assert r["epochs"] == 10 and r["run_epochs_per_s"] > 0 and r["share_of_fp32_limit"] > 0, name
     ref, ours = (statistics.median(rows[n]["seconds"]) for n in ("process_reference", "process_grokpipe"))

@@ -232,3 +232,27 @@ def test_a_new_manifest_drops_the_packs_plan_of_an_earlier_launch(tmp_path):
     assert read_pack(tmp_path, 0)["cells"] == [0] and read_pack(tmp_path, 1) is None
     write_cells(tmp_path, [{"num": 0, "overrides": [], "dir": str(tmp_path / "0")}])
     assert not (tmp_path / PACKS).exists() and read_pack(tmp_path, 0) is None
+
+
+def test_pack_auto_packs_where_the_cells_train_on_a_gpu_only(tmp_path):
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.grokpipe_plugins.grid_sweeper import GridSweeper
+
+    def decide(device: str, launcher: dict) -> bool:
+        sweeper = GridSweeper.__new__(GridSweeper)  # the decision alone, without Hydra's sweeper setup
+        sweeper.pack = "auto"
+        return sweeper.packs(OmegaConf.create({"train": {"device": device}, "hydra": {"launcher": launcher}}))
+
+    slurm = {"gpus_per_node": 0}
+    assert decide("cuda", {}) and not decide("cpu", {}) and not decide("mps", {})
+    assert decide("auto", {**slurm, "gpus_per_node": 1}) and not decide("auto", slurm)
+    assert decide("auto", {}) is __import__("torch").cuda.is_available()  # local and in-process: this machine
+    # the default (auto) on this CPU: one job per cell, no pack plan
+    sweep = tmp_path / "sw"
+    r = launch(["-m", *TINY, "train.max_epochs=20", "train.seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    if not __import__("torch").cuda.is_available():
+        assert "pack=auto: one job per cell" in r.stderr + r.stdout and not (sweep / PACKS).exists()
+    bad = launch(["-m", *TINY, "train.seed=0,1", "hydra.sweeper.pack=maybe", f"hydra.sweep.dir={sweep}2"], cwd=tmp_path)
+    assert bad.returncode == 2 and "hydra.sweeper.pack=maybe is not allowed: true, false or auto" in bad.stderr

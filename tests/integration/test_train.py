@@ -179,3 +179,29 @@ def test_a_measure_every_k_evaluations_leaves_empty_cells_between(tmp_path):
     run(compose_cfg([*SHORT, "measures.weight_norm.every=3"]), tmp_path)
     rows = read_metrics(tmp_path / "metrics.csv")
     assert [r["weight_norm"] is not None for r in rows] == [False, False, True, False, False, True]
+
+
+def test_precision_auto_is_bf16_only_on_bf16_cpus_from_width_32_and_a_resume_elsewhere_is_refused(
+    tmp_path, monkeypatch
+):
+    import grokpipe.train as train_module
+    from grokpipe.errors import ConfigError
+
+    def on(flags):
+        monkeypatch.setattr(train_module, "cpu_info", lambda: ("a CPU", flags))
+
+    def cfg(d_model: int, epochs: int = 20):
+        return compose_cfg([*SHORT, f"model.d_model={d_model}", "train.precision=auto", f"train.max_epochs={epochs}"])
+
+    on(("avx2", "avx512f", "avx512_bf16"))
+    assert train_module.choose_precision(cfg(32), torch.device("cpu")) == "bf16"
+    assert train_module.choose_precision(cfg(16), torch.device("cpu")) == "fp32"  # narrower: casts cost more
+    assert train_module.choose_precision(cfg(32), torch.device("cuda")) == "fp32"
+    summary = run(cfg(32), tmp_path / "r")
+    assert summary["precision"] == "bf16"
+    assert json.loads((tmp_path / "r" / "provenance.json").read_text())["precision"] == "bf16"
+    on(("avx2", "amx_bf16"))
+    assert train_module.choose_precision(cfg(64), torch.device("cpu")) == "bf16"
+    on(("avx2", "avx512f"))  # the same run dir on a CPU without bf16 units: auto is fp32 here, not resumed in it
+    with pytest.raises(ConfigError, match="precision"):
+        run(cfg(32, epochs=40), tmp_path / "r")
