@@ -17,19 +17,34 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 
+# Work starts in collection order (pyproject.toml's addopts): the longest first. tests/cluster comes first by name;
+# the validation fuzz (a minute of small runs in one test) would come last, and run on alone after the rest.
+FIRST = ("tests/cluster/", "tests/unit/test_validation_fuzz.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {prefix: k for k, prefix in enumerate(FIRST)}
+    items.sort(key=lambda item: next((rank[p] for p in FIRST if item.nodeid.startswith(p)), len(FIRST)))
+
+
 @pytest.fixture
 def cfg_factory():
     return compose_cfg
 
 
 @pytest.fixture(scope="session")
-def results_root(tmp_path_factory) -> Path:
-    """helpers.make_results, once per test run: shared read-only by the test modules and, under xdist, by every
-    worker (their basetemps share a parent). Copy a sweep before changing it."""
+def shared_dir(tmp_path_factory) -> Path:
+    """This test run's directory for what is made once and read by many tests: under xdist, every worker's (their
+    basetemps share a parent)."""
     base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    return make_results(base / "results")
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def results_root(shared_dir) -> Path:
+    """helpers.make_results, once per test run: shared read-only by the test modules and, under xdist, by every
+    worker. Copy a sweep before changing it."""
+    return make_results(shared_dir / "results")
 
 
 @pytest.fixture(scope="module")

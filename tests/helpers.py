@@ -201,6 +201,30 @@ def make_results(root: Path) -> Path:
     return root
 
 
+def run_once(root: Path, name: str, args: list[str], env: dict | None = None) -> Path:
+    """`python launch.py <args>` into `root`/name/run, made once: the tests that compare against the same run (on
+    any xdist worker, `root` being shared_dir) wait on the lock and read the one run. Returns its run dir."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run_dir = root / name / "run"
+        if (root / name / ".made").exists():
+            return run_dir
+        shutil.rmtree(root / name, ignore_errors=True)
+        (root / name).mkdir()
+        result = launch([*args, f"hydra.run.dir={run_dir}"], cwd=root / name, env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        (root / name / ".made").touch()
+    return run_dir
+
+
+def fast_grok_run(root: Path) -> Path:
+    """FAST_GROK through launch.py, a kept checkpoint every 200 epochs, made once (run_once): the grokking run that
+    test_train checks and test_analysis analyses. One thread: on a busy CPU a second one only waits on the first for
+    these tiny matmuls."""
+    return run_once(root, "fast_grok", [*FAST_GROK, "train.checkpoint_every=200"], {"OMP_NUM_THREADS": "1"})
+
+
 # --- SLURM ------------------------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from helpers import (
     file_hashes,
     launch,
     offline_runs,
+    run_once,
     summary,
     wait_rows,
     without_elapsed,
@@ -101,24 +103,29 @@ def test_a_jobs_per_user_limit_sends_the_rest_as_earlier_cells_finish(tmp_path):
     assert f"sweep summary (3 cells, 0 failed): {sweep}" in r.stdout
 
 
+EPOCHS = 400  # RUN's budget: the cancels below strike at epoch 100 to 130, with room to spare
 RUN = [
     "model=mlp",
     "task.p=97",
     "optim.lr=3e-3",
-    "train.max_epochs=1500",
+    f"train.max_epochs={EPOCHS}",
     "train.latest_every=100",
     "train.checkpoint_every=0",
     "train.patience=null",
     "train.plot=false",
     "train.print_every=100",
 ]
+# the interrupted cell: at lr 1e-2 seed 7 memorises by epoch 70 and groks at 440 (at RUN's 3e-3: 110 and 1330), so an
+# interrupt at epoch 300 falls between the two and the resumed run's grok_epoch is compared, in 800 epochs, not 1500
+INTERRUPTED = [o for o in RUN if not o.startswith(("optim.lr=", "train.max_epochs="))]
+INTERRUPTED += ["optim.lr=1e-2", "train.max_epochs=800"]
 
 
 # scontrol requeue: SLURM's SIGTERM, as on preemption; USR2: submitit's time-limit signal, after which
 # submitit requeues the job itself
 @pytest.mark.parametrize("interrupt", [["scontrol", "requeue"], ["scancel", "--signal=USR2"]], ids=["requeue", "usr2"])
-def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
-    sweep, ref = tmp_path / "sw", tmp_path / "ref"
+def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt, shared_dir):
+    sweep = tmp_path / "sw"
     env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [
@@ -126,7 +133,7 @@ def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
             str(ROOT / "launch.py"),
             "-m",
             "hydra/launcher=slurm",
-            *RUN,
+            *INTERRUPTED,
             "logger=wandb",
             "train.seed=7",
             f"hydra.sweep.dir={sweep}",
@@ -137,15 +144,9 @@ def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    # the uninterrupted reference, same seed and thread count, while the cluster runs the cell
-    reference = subprocess.Popen(
-        [sys.executable, str(ROOT / "launch.py"), *RUN, "logger=none", "train.seed=7", f"hydra.run.dir={ref}"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # the uninterrupted reference, same seed and thread count, while the cluster runs the cell (one for both signals)
+    ref_args = [*INTERRUPTED, "logger=none", "train.seed=7"]
+    reference = _in_background(run_once, shared_dir, "interrupted_ref", ref_args, {"OMP_NUM_THREADS": "1"})
     metrics = sweep / "0" / "metrics.csv"
     wait_rows(metrics, 300, proc, timeout=300)
     # the signal also kills W&B's helper: what the attempt had flushed (every 2 s) is what W&B keeps of it
@@ -158,8 +159,7 @@ def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
     subprocess.run([*interrupt, script.parent.name], check=True)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
-    ref_out, _ = reference.communicate(timeout=600)
-    assert reference.returncode == 0, ref_out[-2000:]
+    ref = reference.result(timeout=600)
 
     cell = sweep / "0"
     assert_same_rows(cell / "metrics.csv", read_metrics(ref / "metrics.csv"))
@@ -177,15 +177,16 @@ def test_interrupted_cell_resumes_with_identical_metrics(tmp_path, interrupt):
     assert ids == {(cell / "wandb_id.txt").read_text().strip()}
     resumed, straight = (json.loads((d / "summary.json").read_text()) for d in (cell, ref))
     assert resumed["status"] == straight["status"] and resumed["grok_epoch"] == straight["grok_epoch"]
+    assert straight["grok_epoch"] is not None  # it groks: the grok_epoch compared is one the resumed run had to find
 
 
 # scancel: SLURM's SIGTERM, after which the cell checkpoints where it stops; sigkill: the task's process killed
 # as the OOM killer would (scancel --signal=KILL is a plain cancel to SLURM), leaving rows beyond its last
 # checkpoint that the resume must drop and train again
 @pytest.mark.parametrize("cancel", ["scancel", "sigkill"])
-def test_a_cancelled_array_task_is_reported_and_a_rerun_finishes_it(tmp_path, cancel):
-    sweep, ref = tmp_path / "sw", tmp_path / "ref"
-    run = [*RUN, "train.max_epochs=600", "logger=none"]
+def test_a_cancelled_array_task_is_reported_and_a_rerun_finishes_it(tmp_path, cancel, shared_dir):
+    sweep = tmp_path / "sw"
+    run = [*RUN, "logger=none"]
     args = [sys.executable, str(ROOT / "launch.py"), "-m", "hydra/launcher=slurm", *run, "train.seed=0,1"]
     args.append(f"hydra.sweep.dir={sweep}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -196,15 +197,8 @@ def test_a_cancelled_array_task_is_reported_and_a_rerun_finishes_it(tmp_path, ca
         subprocess.run(["scancel", f"{job}_1"], check=True)
     else:
         os.kill(_task_pid(f"{job}_1"), signal.SIGKILL)
-    # the uninterrupted reference of cell 1 (seed 1), while the cluster finishes cell 0
-    reference = subprocess.Popen(
-        [sys.executable, str(ROOT / "launch.py"), *run, "train.seed=1", f"hydra.run.dir={ref}"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # the uninterrupted reference of cell 1 (seed 1), while the cluster finishes cell 0 (one for both cancels)
+    reference = _in_background(run_once, shared_dir, "cancelled_ref", [*run, "train.seed=1"], env)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 1, out[-3000:]
     cell = json.loads((sweep / "1" / "summary.json").read_text())
@@ -224,10 +218,9 @@ def test_a_cancelled_array_task_is_reported_and_a_rerun_finishes_it(tmp_path, ca
     again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert _run_files(sweep / "0") == finished  # the finished cell was not trained again
-    checked_rows(sweep / "0" / "metrics.csv", list(range(10, 601, 10)))
+    checked_rows(sweep / "0" / "metrics.csv", list(range(10, EPOCHS + 1, 10)))
     assert f"resuming {sweep / '1'} from epoch {saved}" in _job_log(sweep, f"{_array_jobs(sweep)[-1]}_1")
-    ref_out, _ = reference.communicate(timeout=600)
-    assert reference.returncode == 0, ref_out[-2000:]
+    ref = reference.result(timeout=600)
     assert_same_rows(sweep / "1" / "metrics.csv", read_metrics(ref / "metrics.csv"))
     a, b = (json.loads((d / "summary.json").read_text()) for d in (sweep / "1", ref))
     assert (a["status"], a["grok_epoch"], a["epochs_run"]) == (b["status"], b["grok_epoch"], b["epochs_run"])
@@ -239,7 +232,7 @@ def test_packed_grid_is_one_array_task_per_shape_and_a_signalled_pack_resumes(tm
     sweep, ref = tmp_path / "sw", tmp_path / "ref"
     grid = [
         *RUN,
-        "train.max_epochs=900",
+        "train.max_epochs=600",  # the signal comes at epoch 300
         "logger=none",
         "model.d_model=32,64",
         "train.seed=3,4",
@@ -289,7 +282,7 @@ def test_a_cancelled_pack_job_fails_its_cells_and_a_rerun_finishes_them(tmp_path
     """scancel of one pack's array task: its unfinished cells fail naming the job, the other pack finishes, and
     the same command again resumes the cancelled pack to what an uninterrupted pack writes."""
     sweep, ref = tmp_path / "sw", tmp_path / "ref"
-    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *RUN, "train.max_epochs=600", "logger=none"]
+    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *RUN, "logger=none"]
     seeds = ["train.seed=3,4", "hydra.sweeper.pack=true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [*cmd, "model.d_model=32,64", *seeds, "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}"]
@@ -322,7 +315,7 @@ def test_a_cancelled_pack_job_fails_its_cells_and_a_rerun_finishes_them(tmp_path
         assert f"cell {num} failed: {error}" in out
     for num in (0, 1):  # pack 0 went on to the end
         assert json.loads((sweep / str(num) / "summary.json").read_text())["status"] in ("completed", "grokked")
-        checked_rows(sweep / str(num) / "metrics.csv", list(range(10, 601, 10)))
+        checked_rows(sweep / str(num) / "metrics.csv", list(range(10, EPOCHS + 1, 10)))
     assert "sweep summary (4 cells, 2 failed)" in out
     cells = list(csv.DictReader(open(sweep / "cells.csv")))
     assert [c["status"] == "failed" and c["error"].startswith(error) for c in cells] == [False, False, True, True]
@@ -338,9 +331,18 @@ def test_a_cancelled_pack_job_fails_its_cells_and_a_rerun_finishes_them(tmp_path
     assert reference.returncode == 0, ref_out[-2000:]
     for num, ref_num in ((2, 0), (3, 1)):
         rows = assert_same_rows(sweep / str(num) / "metrics.csv", read_metrics(ref / str(ref_num) / "metrics.csv"))
-        assert rows[-1]["epoch"] == 600
+        assert rows[-1]["epoch"] == EPOCHS
         a, b = (json.loads((d / "summary.json").read_text()) for d in (sweep / str(num), ref / str(ref_num)))
         assert (a["status"], a["grok_epoch"], a["epochs_run"]) == (b["status"], b["grok_epoch"], b["epochs_run"])
+
+
+def _in_background(fn, *args) -> Future:
+    """fn(*args) in a thread of its own while the test goes on: its result (or its exception) from the future."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _array_jobs(sweep: Path) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FAST_GROK, ROOT, compose_cfg, launch
+from helpers import ROOT, compose_cfg, fast_grok_run
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
@@ -117,14 +117,9 @@ def test_cosine_probe_matches_brute_force():
 
 
 @pytest.fixture(scope="module")
-def grokked_run(tmp_path_factory) -> Path:
-    """FAST_GROK through launch.py, a kept checkpoint every 200 epochs."""
-    tmp = tmp_path_factory.mktemp("analysis")
-    args = [*FAST_GROK, "train.checkpoint_every=200", f"hydra.run.dir={tmp}/run"]
-    # one thread: on a busy CPU a second one only waits on the first for these tiny matmuls
-    result = launch(args, cwd=tmp, env={"OMP_NUM_THREADS": "1"}, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return tmp / "run"
+def grokked_run(shared_dir) -> Path:
+    """helpers.fast_grok_run: FAST_GROK through launch.py, a kept checkpoint every 200 epochs."""
+    return fast_grok_run(shared_dir)
 
 
 def nonblank(path: Path) -> bool:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import FAST_GROK, compose_cfg, launch, without_elapsed
+from helpers import compose_cfg, fast_grok_run, launch, without_elapsed
 
 from grokpipe.losses import build_loss
 from grokpipe.models import build_model
@@ -119,12 +119,13 @@ def test_finished_run_is_not_trained_again(tmp_path):
 
 
 @pytest.mark.slow
-def test_small_run_groks(tmp_path):
-    s = run(compose_cfg(FAST_GROK), tmp_path)
+def test_small_run_groks(shared_dir):
+    run_dir = fast_grok_run(shared_dir)  # FAST_GROK, which test_analysis analyses: trained once for both
+    s = json.loads((run_dir / "summary.json").read_text())
     assert s["status"] == "grokked" and s["grokked"]
     assert s["final_val_acc"] >= 0.95
     assert s["memorized_epoch"] is not None and s["grok_epoch"] > s["memorized_epoch"]
-    rows = read_metrics(tmp_path / "metrics.csv")
+    rows = read_metrics(run_dir / "metrics.csv")
     assert s["epochs_run"] == rows[-1]["epoch"] < 3000  # stopped by patience after grokking
     at_grok = [r for r in rows if r["epoch"] >= s["grok_epoch"]][:10]
     assert all(r["val_acc"] >= 0.95 for r in at_grok)

@@ -17,7 +17,9 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
+import hydra
 import pytest
 import torch
 from helpers import CONF, compose_cfg, launch
@@ -831,12 +833,22 @@ def written(run_dir: Path, hydra: bool = False) -> list[str]:
 
 
 def attempt(args: list[str], run_dir: Path) -> tuple[int, list[str], dict | None]:
-    """What `python launch.py <args>` does, in-process: (exit status, stderr lines, summary.json)."""
-    err = io.StringIO()
+    """What `python launch.py <args>` does, in-process: (exit status, stderr lines, summary.json). The config that
+    runs is the one the command line's check composed from these overrides (a composition is most of a case's time);
+    one is composed here only where the check composed none of exactly these."""
+    err, checked, compose = io.StringIO(), [], hydra.compose
+
+    def keep(*args_, **kwargs):
+        cfg = compose(*args_, **kwargs)
+        if not args_ and kwargs == {"config_name": "config", "overrides": args}:
+            checked.append(cfg)
+        return cfg
+
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            check_command_line(args, CONF)
-            cfg = compose_cfg(args)
+            with mock.patch.object(hydra, "compose", keep):
+                check_command_line(args, CONF)
+            cfg = checked[0] if checked else compose_cfg(args)
             for key in ("max_epochs", "max_steps"):
                 if cfg.train.get(key) is not None and DOMAIN[f"train.{key}"](cfg.train[key]):
                     with open_dict(cfg):
