@@ -36,11 +36,13 @@ def sweep_group(sweep_dir: str | Path) -> str:
     return f"sweep-{path.parent.name}_{path.name}"
 
 
-def write_cells(sweep_dir: Path, manifest: list[dict]) -> None:
-    """The manifest of a new launch; an earlier packed launch's plan in this dir is removed, as it is not this one's."""
+def write_cells(sweep_dir: Path, manifest: list[dict], keep_packs: bool = False) -> None:
+    """The manifest of a new launch; an earlier packed launch's plan in this dir is removed, as it is not this one's,
+    unless `keep_packs` (a boundary search's rounds and resumes add to one plan)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / CELLS).write_text(json.dumps(manifest, indent=1) + "\n")
-    (sweep_dir / PACKS).unlink(missing_ok=True)
+    if not keep_packs:
+        (sweep_dir / PACKS).unlink(missing_ok=True)
 
 
 def write_packs(sweep_dir: Path, plan: list[dict]) -> None:

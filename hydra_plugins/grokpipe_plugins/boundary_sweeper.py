@@ -311,7 +311,8 @@ class BoundarySweeper(GridSweeper):
             jobs.append(cell)
         state["rounds"].append({"round": round_no, "cells": [c["num"] for c in jobs]})
         (sweep_dir / STATE).write_text(json.dumps(state, indent=1) + "\n")
-        write_cells(sweep_dir, [{k: c[k] for k in ("num", "overrides", "dir")} for c in state["cells"]])
+        manifest = [{k: c[k] for k in ("num", "overrides", "dir")} for c in state["cells"]]
+        write_cells(sweep_dir, manifest, keep_packs=True)
         jobs.sort(key=lambda c: c["num"])
         try:
             if self.pack is not False and self.packs(self._compose(jobs[0]["overrides"], jobs[0]["num"])):
