@@ -315,7 +315,7 @@ class BoundarySweeper(GridSweeper):
         write_cells(sweep_dir, manifest, keep_packs=True)
         jobs.sort(key=lambda c: c["num"])
         try:
-            if self.pack is not False and self.packs(self._compose(jobs[0]["overrides"], jobs[0]["num"])):
+            if self.pack is not False and self.packs([self._compose(c["overrides"], c["num"]) for c in jobs]):
                 self._launch_packed(sweep_dir, jobs)
                 return
             runs, start = [], 0

@@ -75,6 +75,7 @@ def expand_ellipsis(key: str, values: list[str]) -> list[str]:
 
 
 PACK_CHOICES = (True, False, "auto")
+PACK_CPU_MAX_WIDTH = 8  # pack=auto packs CPU cells up to this d_model (measured: docs/benchmarks.md)
 
 
 class GridSweeper(BasicSweeper):
@@ -85,23 +86,28 @@ class GridSweeper(BasicSweeper):
             sys.exit(2)
         self.pack, self.max_members = pack, max_members
 
-    def packs(self, cfg) -> bool:
-        """Whether the cells train packed: `pack` itself, or for auto where packing pays, which is on a GPU: the
-        cells name train.device=cuda, or leave it at auto with a GPU in reach (SLURM's gpus_per_node for a SLURM
-        cell, else this machine's). On a CPU a pack trains slower per member than its cells one by one
-        (docs/benchmarks.md), so auto trains them one by one there. `cfg`: one composed cell."""
-        if self.pack == "auto":
-            device, launcher = cfg.train.device, cfg.hydra.launcher
-            if device in ("cuda", "cpu", "mps"):
-                self.pack = device == "cuda"
-            elif "gpus_per_node" in launcher:
-                self.pack = bool(launcher.gpus_per_node)
-            else:
-                import torch  # only when deciding: the plugin scan must not import torch
+    def packs(self, cfgs: list) -> bool:
+        """Whether these cells train packed: `pack` itself, or for auto where packing pays: on a GPU (the cells name
+        train.device=cuda, or leave it at auto with a GPU in reach: SLURM's gpus_per_node for a SLURM cell, else this
+        machine's), and on a CPU when every cell is of the narrowest models (d_model <= PACK_CPU_MAX_WIDTH: there a
+        pack of 8 trained 1.47x faster per member than single runs; at 16 and 32 it was 0.97x and 0.86x, so a grid
+        that mixes widths is not packed; docs/benchmarks.md). `cfgs`: the composed cells."""
+        if self.pack != "auto":
+            return bool(self.pack)
+        device, launcher = cfgs[0].train.device, cfgs[0].hydra.launcher
+        if device in ("cuda", "cpu", "mps"):
+            gpu = device == "cuda"
+        elif "gpus_per_node" in launcher:
+            gpu = bool(launcher.gpus_per_node)
+        else:
+            import torch  # only when deciding: the plugin scan must not import torch
 
-                self.pack = torch.cuda.is_available()
-            log.info(f"hydra.sweeper.pack=auto: {'packed' if self.pack else 'one job per cell'} ({device} cells)")
-        return bool(self.pack)
+            gpu = torch.cuda.is_available()
+        widths = [c.model.get("d_model") or PACK_CPU_MAX_WIDTH + 1 for c in cfgs]
+        packed = gpu or (device != "mps" and max(widths) <= PACK_CPU_MAX_WIDTH)
+        why = "GPU cells" if gpu else f"CPU cells of d_model up to {max(widths)}"
+        log.info(f"hydra.sweeper.pack=auto: {'packed' if packed else 'one job per cell'} ({why})")
+        return packed
 
     def sweep(self, arguments: list[str]):
         try:
@@ -113,7 +119,7 @@ class GridSweeper(BasicSweeper):
             sys.exit(2)
         cells = self.check_cells(arguments)
         try:
-            if self.packs(cells[0][1]):
+            if self.packs([cfg for _, cfg in cells]):
                 return self.sweep_packed(cells)
             return super().sweep(arguments)
         except CellDied as exc:  # raised once every cell has ended: the sweep summary reports each failure

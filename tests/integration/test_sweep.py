@@ -239,15 +239,22 @@ def test_pack_auto_packs_where_the_cells_train_on_a_gpu_only(tmp_path):
 
     from hydra_plugins.grokpipe_plugins.grid_sweeper import GridSweeper
 
-    def decide(device: str, launcher: dict) -> bool:
+    def decide(device: str, launcher: dict, d_model: int = 64) -> bool:
         sweeper = GridSweeper.__new__(GridSweeper)  # the decision alone, without Hydra's sweeper setup
         sweeper.pack = "auto"
-        return sweeper.packs(OmegaConf.create({"train": {"device": device}, "hydra": {"launcher": launcher}}))
+        cell = {"train": {"device": device}, "hydra": {"launcher": launcher}, "model": {"d_model": d_model}}
+        return sweeper.packs([OmegaConf.create(cell)])
 
     slurm = {"gpus_per_node": 0}
     assert decide("cuda", {}) and not decide("cpu", {}) and not decide("mps", {})
     assert decide("auto", {**slurm, "gpus_per_node": 1}) and not decide("auto", slurm)
     assert decide("auto", {}) is __import__("torch").cuda.is_available()  # local and in-process: this machine
+    assert decide("cpu", {}, d_model=8) and decide("auto", slurm, d_model=4)  # the narrowest pack on a CPU too
+    assert not decide("cpu", {}, d_model=16) and not decide("mps", {}, d_model=8)
+    mixed = GridSweeper.__new__(GridSweeper)
+    mixed.pack = "auto"
+    cells = [{"train": {"device": "cpu"}, "hydra": {"launcher": {}}, "model": {"d_model": d}} for d in (8, 16)]
+    assert not mixed.packs([OmegaConf.create(c) for c in cells])  # a grid of mixed widths: one job per cell
     # the default (auto) on this CPU: one job per cell, no pack plan
     sweep = tmp_path / "sw"
     r = launch(["-m", *TINY, "train.max_epochs=20", "train.seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
