@@ -232,6 +232,11 @@ def test_a_new_manifest_drops_the_packs_plan_of_an_earlier_launch(tmp_path):
     assert read_pack(tmp_path, 0)["cells"] == [0] and read_pack(tmp_path, 1) is None
     write_cells(tmp_path, [{"num": 0, "overrides": [], "dir": str(tmp_path / "0")}])
     assert not (tmp_path / PACKS).exists() and read_pack(tmp_path, 0) is None
+    # a boundary search's next round (or resume) adds to its plan: pack numbers go on, earlier packs stay readable
+    write_packs(tmp_path, [{"pack": 0, "cells": [0], "dirs": [str(tmp_path / "0")]}])
+    cells = [{"num": n, "overrides": [], "dir": str(tmp_path / str(n))} for n in range(2)]
+    write_cells(tmp_path, cells, keep_packs=True)
+    assert read_pack(tmp_path, 0)["cells"] == [0]
 
 
 def test_pack_auto_packs_where_the_cells_train_on_a_gpu_only(tmp_path):

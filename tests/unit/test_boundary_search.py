@@ -123,3 +123,41 @@ def test_only_the_seeds_that_can_still_decide_a_point_run(monkeypatch, grok, fai
     monkeypatch.setattr(made, "_tally", lambda *_: (grok, fail, unrun, None))
     assert made._need(3) == 2
     assert made._more_seeds({}, "1", 0, [0, 1, 2]) == unrun[:more]
+
+
+def test_a_packed_search_keeps_one_pack_plan_across_its_rounds(tmp_path):
+    """Each round's packs are numbered after the earlier rounds' and packs.json keeps them all (a round used to drop
+    the plan and start again at pack 0, so a resumed pack job found another round's cells)."""
+    import json
+
+    from helpers import compose_cfg
+    from omegaconf import OmegaConf
+
+    from grokpipe.sweep import PACKS, read_pack
+
+    launched = []
+
+    class Launcher:
+        def launch(self, jobs, initial_job_idx):
+            launched.append((initial_job_idx, [j[-1] for j in jobs]))
+            return []
+
+    tiny = ["model=mlp", "task.p=23", "logger=none", "optim.wd=1"]
+    made = sweeper(mode="ratio", pack=True, max_members=None)
+    made.launcher = Launcher()
+    def compose(overrides, num):
+        cfg = compose_cfg([*tiny, *overrides])
+        OmegaConf.set_struct(cfg, False)
+        cfg.hydra = {"sweep": {"subdir": str(num)}}
+        return cfg
+
+    made._compose = compose
+    made.run_config = lambda cfg, sweep_dir: OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    made.save_run_config = lambda cfg, overrides, run_dir: None
+    state = {"cells": [], "rounds": []}
+    ladder = [(0.25, "model.d_model=8"), (1.0, "model.d_model=16")]
+    made._launch(state, tmp_path, [("1", 1, 0), ("1", 1, 1)], tiny, ladder, 1)  # one shape: pack 0
+    made._launch(state, tmp_path, [("1", 0, 0), ("1", 0, 1)], tiny, ladder, 2)  # another: pack 1
+    assert launched == [(0, ["hydra.sweep.subdir=packs/0"]), (1, ["hydra.sweep.subdir=packs/1"])]
+    assert [p["pack"] for p in json.loads((tmp_path / PACKS).read_text())] == [0, 1]
+    assert read_pack(tmp_path, 0)["cells"] == [0, 1] and read_pack(tmp_path, 1)["cells"] == [2, 3]
