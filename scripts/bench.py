@@ -122,21 +122,14 @@ def reference(p: int, d_model: int, epochs: int, device: str) -> float:
     train_x, train_y, val_x, val_y = (t.to(device) for t in seed003_loop.data(p, 0))
     torch.manual_seed(0)
     model = seed003_loop.GrokTransformer(p, d_model).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
+    opt = seed003_loop.adamw(model)
+    splits = {"train": (train_x, train_y), "val": (val_x, val_y)}
     sync(device)
     t = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        model.train()
-        loss = F.cross_entropy(model(train_x), train_y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        seed003_loop.train_epoch(model, opt, train_x, train_y)
         if epoch % EVAL_EVERY == 0:
-            model.eval()
-            with torch.no_grad():
-                for x, y in ((train_x, train_y), (val_x, val_y)):
-                    out = model(x)
-                    F.cross_entropy(out, y).item(), (out.argmax(-1) == y).float().mean().item()
+            seed003_loop.evaluate(model, splits)
     sync(device)
     return time.perf_counter() - t
 

@@ -70,6 +70,32 @@ def data(p: int, seed: int) -> tuple[torch.Tensor, ...]:
     return x[order[:n]], y[order[:n]], x[order[n:]], y[order[n:]]
 
 
+def adamw(model: nn.Module, lr: float = 1e-3, weight_decay: float = 1.0) -> torch.optim.AdamW:
+    """Seed 003's optimiser: AdamW with betas 0.9/0.98."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
+
+
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One full-batch epoch: forward, cross-entropy, zero_grad, backward, step."""
+    model.train()
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, splits: dict) -> dict:
+    """Loss and accuracy of each split {name: (x, y)}, read back through `.item()`."""
+    model.eval()
+    row = {}
+    for split, (x, y) in splits.items():
+        out = model(x)
+        row[f"{split}_loss"] = F.cross_entropy(out, y).item()
+        row[f"{split}_acc"] = (out.argmax(-1) == y).float().mean().item()
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prime", type=int, default=97)
@@ -84,22 +110,13 @@ def main() -> None:
     torch.manual_seed(args.seed)
     train_x, train_y, val_x, val_y = data(args.prime, args.seed)
     model = GrokTransformer(args.prime, args.d_model)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=args.weight_decay)
+    opt = adamw(model, args.lr, args.weight_decay)
     history, streak, grok_epoch, start = [], 0, None, time.time()
+    splits = {"train": (train_x, train_y), "val": (val_x, val_y)}
     for epoch in range(1, args.epochs + 1):
-        model.train()
-        loss = F.cross_entropy(model(train_x), train_y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_epoch(model, opt, train_x, train_y)
         if epoch % EVAL_EVERY == 0:
-            model.eval()
-            row = {"epoch": epoch}
-            with torch.no_grad():
-                for split, x, y in (("train", train_x, train_y), ("val", val_x, val_y)):
-                    out = model(x)
-                    row[f"{split}_loss"] = F.cross_entropy(out, y).item()
-                    row[f"{split}_acc"] = (out.argmax(-1) == y).float().mean().item()
+            row = {"epoch": epoch, **evaluate(model, splits)}
             history.append(row)
             streak = streak + 1 if row["val_acc"] >= GROK_AT else 0
             if streak == WINDOW and grok_epoch is None:

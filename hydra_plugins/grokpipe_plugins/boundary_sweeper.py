@@ -297,14 +297,14 @@ class BoundarySweeper(GridSweeper):
     def _launch(self, state: dict, sweep_dir: Path, todo: list, fixed: list[str], ladder: list, round_no: int) -> None:
         """One round's cells: new cells numbered after the known ones, all checked before any goes out, then one
         batch per contiguous run of cell numbers (one, except where a resumed round re-runs unfinished cells)."""
-        jobs = []
+        jobs, composed = [], {}
         for t in todo:
             cell = self._cell(state, t)
             if cell is None:
                 v, i, seed = t
                 num = len(state["cells"])
                 overrides = [*fixed, self._axis_override(v), ladder[i][1], f"train.seed={seed}"]
-                cfg = self._compose(overrides, num)
+                cfg = composed[num] = self._compose(overrides, num)
                 cell = {"num": num, "key": self._key(*t), "overrides": overrides,
                         "dir": str(sweep_dir / str(cfg.hydra.sweep.subdir)), "round": round_no}  # fmt: skip
                 state["cells"].append(cell)
@@ -315,9 +315,11 @@ class BoundarySweeper(GridSweeper):
         write_cells(sweep_dir, manifest, keep_packs=True)
         jobs.sort(key=lambda c: c["num"])
         try:
-            if self.pack is not False and self.packs([self._compose(c["overrides"], c["num"]) for c in jobs]):
-                self._launch_packed(sweep_dir, jobs)
-                return
+            if self.pack is not False:  # every cell's config, composed once: the cells known from before as well
+                cfgs = [composed.get(c["num"]) or self._compose(c["overrides"], c["num"]) for c in jobs]
+                if self.packs(cfgs):
+                    self._launch_packed(sweep_dir, jobs, cfgs)
+                    return
             runs, start = [], 0
             for n, cell in enumerate(jobs):
                 if n and cell["num"] != jobs[n - 1]["num"] + 1:
@@ -331,15 +333,16 @@ class BoundarySweeper(GridSweeper):
         except CellDied as exc:  # its summary.json says failed: the point is decided by the seeds that finished
             log.warning(f"a cell died: {exc}")
 
-    def _launch_packed(self, sweep_dir: Path, jobs: list[dict]) -> None:
-        """The round's cells packed by shape; pack numbers go on from the earlier rounds' (packs.json keeps all)."""
+    def _launch_packed(self, sweep_dir: Path, jobs: list[dict], composed: list) -> None:
+        """The round's cells (`composed`: their configs) packed by shape; pack numbers go on from the earlier rounds'
+        (packs.json keeps all)."""
         from grokpipe.packing import group_by_shape
         from grokpipe.sweep import PACKS
 
         previous = json.loads((sweep_dir / PACKS).read_text()) if (sweep_dir / PACKS).exists() else []
         cfgs = []
-        for cell in jobs:
-            task_cfg = self.run_config(self._compose(cell["overrides"], cell["num"]), sweep_dir)
+        for cell, cfg in zip(jobs, composed):
+            task_cfg = self.run_config(cfg, sweep_dir)
             self.save_run_config(task_cfg, cell["overrides"], Path(cell["dir"]))
             cfgs.append(task_cfg)
         k0 = len(previous)

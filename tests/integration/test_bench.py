@@ -13,17 +13,22 @@ from helpers import ROOT
 ROWS = {"reference", "single", "packed", "bf16", "step_floor", "sweep_1proc_default_threads", "sweep_1proc_1thread"}
 
 
-def test_quick_bench_writes_every_row(tmp_path):
+def quick_bench(tmp_path, *flags: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """`scripts/bench.py --quick` with these flags, which must succeed: the process and its JSON result."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--procs", "--json", str(out)],
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", *flags, "--json", str(out)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_quick_bench_writes_every_row(tmp_path):
+    proc, result = quick_bench(tmp_path, "--procs")
     rows = result["rows"]
     assert ROWS | {"sweep_2procs_1thread"} == {r["name"] for r in rows}
     for r in rows:
@@ -36,16 +41,8 @@ def test_quick_bench_writes_every_row(tmp_path):
 
 
 def test_quick_bench_times_whole_processes_against_seed003s_loop(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--process", "--json", str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    proc, result = quick_bench(tmp_path, "--process")
+    rows = {r["name"]: r for r in result["rows"]}
     processes = {"process_reference", "process_grokpipe", "process_grokpipe_1thread", "process_grokpipe_bf16"}
     assert set(rows) == processes | {"import_torch", "startup"}
     for name in processes:
