@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import torch
@@ -36,3 +37,23 @@ def available_bytes(device: torch.device) -> int:
         return info.get("MemAvailable", info["MemTotal"])
     except (OSError, KeyError, ValueError):
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+KEEP_FREE_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory of freed tensors for the next ones instead of giving it back to the
+    kernel. By default a block over 128 KiB (an activation of any but the smallest models) is mapped on allocation
+    and unmapped on free, so every step faults its activations' pages in afresh: up to a quarter of a CPU step
+    (docs/benchmarks.md). Here every block comes from the heap, and the heap's free top is kept up to 1 GiB. No
+    value changes; a process's memory stays at its peak. Returns whether it applied (glibc only: elsewhere the
+    allocator is left as it is)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc, not musl or macOS's libc
+    except (OSError, AttributeError):
+        return False
+    return bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREE_BYTES)) and bool(libc.mallopt(M_MMAP_MAX, 0))

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 SPLITS = ("train", "val")
 
@@ -81,6 +82,7 @@ def plot_curves(
         ax.set_xlabel(count)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
+        ax.xaxis.set_minor_locator(NullLocator())  # the epoch axis's 2..9 marks were a third of the figure's time
     used = {id(ax) for ax, _, _ in panels}
     for ax in (a for row in axes for a in row):
         if id(ax) not in used:

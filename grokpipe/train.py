@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
-from grokpipe.device import pick_device
+from grokpipe.device import keep_freed_memory, pick_device
 from grokpipe.errors import ConfigError
 from grokpipe.losses import build_loss
 from grokpipe.measures import Evaluation, build_measures, columns, first_crossings
@@ -98,6 +98,7 @@ def train(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
     if len(cfgs) != len(run_dirs):
         raise ValueError(f"{len(cfgs)} configs but {len(run_dirs)} run dirs")
     check_packable(cfgs)
+    keep_freed_memory()
     tc = cfgs[0].train
     device = pick_device(tc.device)
     apply_determinism(tc, device)

@@ -19,6 +19,8 @@ In-process rows, per device and d_model (full batch, eval every 10 epochs):
              thread, and two one-thread processes side by side (their summed run-epochs per second)
 Whole-process rows (--process, CPU), each a fresh `python` process timed from outside, start to finish:
   process_reference  `python scripts/seed003_loop.py --prime P --d_model D --epochs E`
+  process_reference_keep_heap   the same with glibc's malloc keeping freed memory (GLIBC_TUNABLES), as
+                     grokpipe's run sets it for itself (grokpipe.device.keep_freed_memory)
   process_grokpipe   `python launch.py sweep=seed003 task.p=P model.d_model=D train.max_epochs=E logger=none`
   process_grokpipe_1thread, process_grokpipe_bf16   the same with train.threads=1, with train.precision=bf16
   import_torch       `python -c "import torch"`
@@ -222,10 +224,14 @@ def sweep_round(p: int, d_model: int, epochs: int, procs: int, threads: int | No
     return sum(epochs / s for s in seconds)
 
 
-def _timed(cmd: list[str], cwd: Path) -> float:
+# glibc's malloc told, through its environment, what grokpipe.device.keep_freed_memory() sets in a run's process
+KEEP_HEAP_ENV = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824"}
+
+
+def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
     """Wall seconds of one fresh process, start to finish (it must succeed)."""
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - t
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
@@ -253,21 +259,23 @@ def process_rows(args, d_model: int, flops: int, limits: dict) -> list[dict]:
                 *extra,
             ]
 
+        reference = lambda: [  # noqa: E731
+            py,
+            str(ROOT / "scripts" / "seed003_loop.py"),
+            "--prime",
+            str(p),
+            "--d_model",
+            str(d_model),
+            "--weight_decay",
+            "1.0",
+            "--epochs",
+            str(epochs),
+            "--out",
+            str(work / "reference"),
+        ]
         cmds = {
-            "process_reference": lambda: [
-                py,
-                str(ROOT / "scripts" / "seed003_loop.py"),
-                "--prime",
-                str(p),
-                "--d_model",
-                str(d_model),
-                "--weight_decay",
-                "1.0",
-                "--epochs",
-                str(epochs),
-                "--out",
-                str(work / "reference"),
-            ],
+            "process_reference": reference,
+            "process_reference_keep_heap": reference,
             "process_grokpipe": lambda: launch("grokpipe", epochs),
             "process_grokpipe_1thread": lambda: launch("grokpipe", epochs, "train.threads=1"),
             "process_grokpipe_bf16": lambda: launch("grokpipe", epochs, "train.precision=bf16"),
@@ -277,8 +285,14 @@ def process_rows(args, d_model: int, flops: int, limits: dict) -> list[dict]:
         times = {name: [] for name in cmds}
         for _ in range(args.repeats):
             for name, cmd in cmds.items():
-                times[name].append(_timed(cmd(), work))
-    processes = ("process_reference", "process_grokpipe", "process_grokpipe_1thread", "process_grokpipe_bf16")
+                times[name].append(_timed(cmd(), work, KEEP_HEAP_ENV if name.endswith("keep_heap") else None))
+    processes = (
+        "process_reference",
+        "process_reference_keep_heap",
+        "process_grokpipe",
+        "process_grokpipe_1thread",
+        "process_grokpipe_bf16",
+    )
     rows = [_row(name, "cpu", d_model, args, 1, epochs, times[name], flops, limits) for name in processes]
     for r in rows:
         r["vs_reference"] = statistics.median(times["process_reference"]) / statistics.median(r["seconds"])

@@ -43,7 +43,13 @@ def test_quick_bench_writes_every_row(tmp_path):
 def test_quick_bench_times_whole_processes_against_seed003s_loop(tmp_path):
     proc, result = quick_bench(tmp_path, "--process")
     rows = {r["name"]: r for r in result["rows"]}
-    processes = {"process_reference", "process_grokpipe", "process_grokpipe_1thread", "process_grokpipe_bf16"}
+    processes = {
+        "process_reference",
+        "process_reference_keep_heap",
+        "process_grokpipe",
+        "process_grokpipe_1thread",
+        "process_grokpipe_bf16",
+    }
     assert set(rows) == processes | {"import_torch", "startup"}
     for name in processes:
         r = rows[name]
@@ -58,8 +64,18 @@ def test_quick_bench_times_whole_processes_against_seed003s_loop(tmp_path):
 def test_seed003_loop_trains_and_checkpoints(tmp_path):
     """The reference loop itself: a whole run that writes its checkpoint and summary where it is told."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "seed003_loop.py"), "--prime", "11", "--d_model", "8",
-         "--epochs", "20", "--out", str(tmp_path / "out")],  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "seed003_loop.py"),
+            "--prime",
+            "11",
+            "--d_model",
+            "8",
+            "--epochs",
+            "20",
+            "--out",
+            str(tmp_path / "out"),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=300,
