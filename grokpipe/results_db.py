@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from grokpipe.outputs import read_metrics
-from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, run_group, sweep_group
+from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, PACK_DIRS, PACKS, SUCCESS, run_group, sweep_group
 
 SCHEMA_VERSION = 4
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a measure's column, safe as an SQL name
@@ -199,7 +199,8 @@ class Report:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every dir under root (root included) holding summary.json or .hydra/config.yaml; run dirs are not entered."""
+    """Every dir under root (root included) holding summary.json or .hydra/config.yaml; run dirs are not entered,
+    nor a packed sweep's pack job dirs (packs/<k>: a job's config and log, its members' runs being the cells)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -207,7 +208,8 @@ def find_run_dirs(root: Path) -> list[Path]:
             found.append(here)
             dirnames[:] = []
             continue
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
+        skip = SKIP_DIRS | ({PACK_DIRS} if PACKS in filenames else set())
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in skip)
     return sorted(found)
 
 

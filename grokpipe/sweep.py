@@ -15,6 +15,7 @@ from pathlib import Path
 
 CELLS = "cells.json"
 PACKS = "packs.json"
+PACK_DIRS = "packs"  # a packed sweep's pack jobs' own dirs: packs/<k> (their Hydra config, their log)
 BOUNDARY = "boundary.csv"  # a boundary search's result (hydra/sweeper=boundary): one row per searched axis value
 BOUNDARY_FIELDS = (
     "mode", "axis", "critical", "bracket_lo", "bracket_hi", "status", "seeds", "points", "runs", "run_epochs",

@@ -26,6 +26,8 @@ Whole-process rows (--process, CPU), each a fresh `python` process timed from ou
   import_torch       `python -c "import torch"`
   startup            `python launch.py ...` for one epoch (train.eval_every=1, plot=false) minus import_torch: the
                      start-up before the first epoch, with one epoch and the finish (summary, checkpoint) on top
+In process every row runs with glibc's malloc keeping freed memory (grokpipe.device.keep_freed_memory, which a
+run sets for its whole process); the whole-process rows show what it gives each side.
 Timings are medians over --repeats rounds; within a round the rows run one after another, so their ratios
 are measured side by side. FLOPs per epoch are counted by torch.utils.flop_counter.FlopCounterMode on the
 reference model (forward + backward of one step + the evaluation amortised over eval_every; optimizer FLOPs left
@@ -56,6 +58,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import seed003_loop  # noqa: E402
 
+from grokpipe.device import keep_freed_memory  # noqa: E402
 from grokpipe.models import build_model  # noqa: E402
 from grokpipe.tasks import build_task  # noqa: E402
 
@@ -322,6 +325,8 @@ def process_rows(args, d_model: int, flops: int, limits: dict) -> list[dict]:
 def bench(args) -> dict:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows, limits = [], {}
+    if not args.process:  # process-wide: a run sets it on its first call, so every in-process row runs with it
+        keep_freed_memory()
     for device in devices:
         limits[device] = {
             "fp32_matmul_gflops": matmul_gflops(device, args.matmul_n, max(args.repeats, 5)),

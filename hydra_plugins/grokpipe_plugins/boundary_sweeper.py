@@ -29,7 +29,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, CellDied, write_cells, write_packs
+from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, PACK_DIRS, SUCCESS, CellDied, write_cells, write_packs
 from hydra_plugins.grokpipe_plugins.grid_sweeper import GridSweeper
 
 log = logging.getLogger(__name__)
@@ -352,7 +352,7 @@ class BoundarySweeper(GridSweeper):
             for k, members in enumerate(packs)
         ]
         write_packs(sweep_dir, previous + plan)
-        launched = [[*jobs[m[0]]["overrides"], f"+pack={k0 + k}", f"hydra.sweep.subdir=packs/{k0 + k}"]
+        launched = [[*jobs[m[0]]["overrides"], f"+pack={k0 + k}", f"hydra.sweep.subdir={PACK_DIRS}/{k0 + k}"]
                     for k, m in enumerate(packs)]  # fmt: skip
         for r in self.launcher.launch(launched, initial_job_idx=k0):
             _ = r.return_value

@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from grokpipe.errors import ConfigError
-from grokpipe.sweep import CellDied, sweep_group, write_cells, write_packs
+from grokpipe.sweep import PACK_DIRS, CellDied, sweep_group, write_cells, write_packs
 
 log = logging.getLogger(__name__)
 ELLIPSIS = "..."
@@ -75,7 +75,7 @@ def expand_ellipsis(key: str, values: list[str]) -> list[str]:
 
 
 PACK_CHOICES = (True, False, "auto")
-PACK_CPU_MAX_WIDTH = 8  # pack=auto packs CPU cells up to this d_model (measured: docs/benchmarks.md)
+PACK_CPU_MAX_WIDTH = 16  # pack=auto packs CPU cells up to this d_model (measured: docs/benchmarks.md)
 
 
 class GridSweeper(BasicSweeper):
@@ -90,8 +90,8 @@ class GridSweeper(BasicSweeper):
         """Whether these cells train packed: `pack` itself, or for auto where packing pays: on a GPU (the cells name
         train.device=cuda, or leave it at auto with a GPU in reach: SLURM's gpus_per_node for a SLURM cell, else this
         machine's), and on a CPU when every cell is of the narrowest models (d_model <= PACK_CPU_MAX_WIDTH: there a
-        pack of 8 trained 1.47x faster per member than single runs; at 16 and 32 it was 0.97x and 0.86x, so a grid
-        that mixes widths is not packed; docs/benchmarks.md). `cfgs`: the composed cells."""
+        pack of 8 trained 1.57x (d_model 8) and 1.17x (16) faster per member than single runs; at 32 it was 0.98x,
+        so a grid that mixes in wider models is not packed; docs/benchmarks.md). `cfgs`: the composed cells."""
         if self.pack != "auto":
             return bool(self.pack)
         device, launcher = cfgs[0].train.device, cfgs[0].hydra.launcher
@@ -220,7 +220,7 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         first = [cells[members[0]][0] for members in packs]
-        jobs = [[*o, f"+pack={k}", f"hydra.sweep.subdir=packs/{k}"] for k, o in enumerate(first)]
+        jobs = [[*o, f"+pack={k}", f"hydra.sweep.subdir={PACK_DIRS}/{k}"] for k, o in enumerate(first)]
         results = self.launcher.launch(jobs, initial_job_idx=0)
         for r in results:
             _ = r.return_value  # raises CellDied for a pack job that died

@@ -14,6 +14,7 @@ import pytest
 from helpers import TINY, launch, run_script, script
 
 from grokpipe.results_db import build, build_sweep_db, update
+from grokpipe.sweep import sweep_group
 
 # the results database, figure and predict tests run on one xdist worker (pytest -n, --dist loadgroup): they
 # read the same two sweeps (the results_root fixture), made once
@@ -60,6 +61,8 @@ def db(root, tmp_path_factory) -> Path:
 def test_one_runs_row_per_run_dir_and_one_metrics_row_per_csv_row(root, db):
     dirs = cell_dirs(root)
     assert len(dirs) == 12
+    # the tiny sweep (d_model 8 and 16) trained as packs (pack=auto): their job dirs packs/<k> are not runs
+    assert (root / "multirun" / "tiny" / "packs.json").is_file() and (root / "multirun" / "tiny" / "packs").is_dir()
     assert sorted(r[0] for r in rows(db, "runs")) == sorted(d.relative_to(root).as_posix() for d in dirs)
     for d in dirs:
         csv_rows = list(csv.DictReader(open(d / "metrics.csv"))) if (d / "metrics.csv").is_file() else []
@@ -209,6 +212,9 @@ def test_update_adds_new_runs_reingests_changed_ones_and_leaves_the_rest(root, t
     # a single run appears (outputs/DATE/TIME) and one cell's summary is rewritten with a new value
     single = work / "outputs" / "2026-01-01" / "00-00-00"
     shutil.copytree(work / "multirun" / "tiny" / "0", single)
+    config = single / ".hydra" / "config.yaml"  # a packed cell's config names its sweep's group; a run alone's not
+    group = sweep_group(str(work / "multirun" / "tiny"))
+    config.write_text(config.read_text().replace(f"group: {group}", "group: null"))
     changed = work / "multirun" / "tiny" / "5" / "summary.json"
     s = json.loads(changed.read_text())
     changed.write_text(json.dumps({**s, "wall_seconds": 123.5}))

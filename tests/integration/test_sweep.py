@@ -255,10 +255,10 @@ def test_pack_auto_packs_where_the_cells_train_on_a_gpu_only(tmp_path):
     assert decide("auto", {**slurm, "gpus_per_node": 1}) and not decide("auto", slurm)
     assert decide("auto", {}) is __import__("torch").cuda.is_available()  # local and in-process: this machine
     assert decide("cpu", {}, d_model=8) and decide("auto", slurm, d_model=4)  # the narrowest pack on a CPU too
-    assert not decide("cpu", {}, d_model=16) and not decide("mps", {}, d_model=8)
+    assert decide("cpu", {}, d_model=16) and not decide("cpu", {}, d_model=32) and not decide("mps", {}, d_model=8)
     mixed = GridSweeper.__new__(GridSweeper)
     mixed.pack = "auto"
-    cells = [{"train": {"device": "cpu"}, "hydra": {"launcher": {}}, "model": {"d_model": d}} for d in (8, 16)]
+    cells = [{"train": {"device": "cpu"}, "hydra": {"launcher": {}}, "model": {"d_model": d}} for d in (16, 32)]
     assert not mixed.packs([OmegaConf.create(c) for c in cells])  # a grid of mixed widths: one job per cell
     # the default (auto) on this CPU: one job per cell, no pack plan
     sweep = tmp_path / "sw"
