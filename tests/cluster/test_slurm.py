@@ -35,12 +35,21 @@ from grokpipe.outputs import load_checkpoint, read_metrics
 
 pytestmark = pytest.mark.slurm
 TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]
+ONE_JOB_PER_CELL = ["hydra.sweeper.pack=false"]  # grids of d_model <= 16 would be packed by default (pack=auto)
 
 
 def test_grid_goes_to_slurm_as_one_array_job(tmp_path):
     sweep = tmp_path / "sw"
     r = launch(
-        ["-m", "hydra/launcher=slurm", *TINY, "model.d_model=8,16", "optim.wd=0.1,1", f"hydra.sweep.dir={sweep}"],
+        [
+            "-m",
+            "hydra/launcher=slurm",
+            *TINY,
+            *ONE_JOB_PER_CELL,
+            "model.d_model=8,16",
+            "optim.wd=0.1,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
         cwd=tmp_path,
         timeout=600,
     )
@@ -65,7 +74,7 @@ def test_a_grid_larger_than_the_clusters_array_limit_goes_out_as_several_arrays(
     run = [o if not o.startswith("train.max_epochs=") else "train.max_epochs=30" for o in TINY]
     grid = ["model.d_model=8,16", "optim.wd=0.1,1", "train.seed=0,1"]
     r = launch(
-        ["-m", "hydra/launcher=slurm", *run, *grid, f"hydra.sweep.dir={sweep}"],
+        ["-m", "hydra/launcher=slurm", *run, *ONE_JOB_PER_CELL, *grid, f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path,
         timeout=600,
     )
