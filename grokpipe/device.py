@@ -54,6 +54,6 @@ def keep_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 - glibc, not musl or macOS's libc
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: no process-wide handle (Windows)
         return False
     return bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREE_BYTES)) and bool(libc.mallopt(M_MMAP_MAX, 0))
