@@ -50,12 +50,15 @@ def write_packs(sweep_dir: Path, plan: list[dict]) -> None:
     (sweep_dir / PACKS).write_text(json.dumps(plan, indent=1) + "\n")
 
 
-def read_pack(sweep_dir: Path, k: int) -> dict | None:
-    """Pack k's entry of packs.json ({"pack", "cells", "dirs"}); None if the sweep is not packed or has no pack k."""
+def read_packs(sweep_dir: Path) -> list[dict]:
+    """The pack plan (packs.json): one {"pack", "cells", "dirs"} per pack; empty if the sweep is not packed."""
     path = sweep_dir / PACKS
-    if not path.exists():
-        return None
-    return next((p for p in json.loads(path.read_text()) if p["pack"] == k), None)
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def read_pack(sweep_dir: Path, k: int) -> dict | None:
+    """Pack k's entry of packs.json; None if the sweep is not packed or has no pack k."""
+    return next((p for p in read_packs(sweep_dir) if p["pack"] == k), None)
 
 
 def job_cells(sweep_dir: Path, num: int) -> list[int]:

@@ -244,7 +244,7 @@ def _shapes_only():
 
 
 def _activations_per_sample(model, spec) -> int:
-    """Elements every module outputs for one sample (a forward on the meta device: nothing is allocated)."""
+    """Elements every module outputs for one sample (one forward, on the meta device or a small real copy)."""
     import torch
 
     total = 0

@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import seed003_loop  # noqa: E402
 
-from grokpipe.device import keep_freed_memory  # noqa: E402
+from grokpipe.device import KEEP_FREE_BYTES, keep_freed_memory  # noqa: E402
 from grokpipe.models import build_model  # noqa: E402
 from grokpipe.tasks import build_task  # noqa: E402
 
@@ -228,7 +228,7 @@ def sweep_round(p: int, d_model: int, epochs: int, procs: int, threads: int | No
 
 
 # glibc's malloc told, through its environment, what grokpipe.device.keep_freed_memory() sets in a run's process
-KEEP_HEAP_ENV = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824"}
+KEEP_HEAP_ENV = {"GLIBC_TUNABLES": f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={KEEP_FREE_BYTES}"}
 
 
 def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:

@@ -125,7 +125,8 @@ def main() -> None:
                 break
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch}, args.out / "final.pt")
-    summary = {"grok_epoch": grok_epoch, "epochs": epoch, "seconds": time.time() - start, **history[-1]}
+    last = history[-1] if history else {}  # a run shorter than one evaluation has none
+    summary = {"grok_epoch": grok_epoch, "epochs": epoch, "seconds": time.time() - start, **last}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
 

@@ -29,7 +29,16 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, PACK_DIRS, SUCCESS, CellDied, write_cells, write_packs
+from grokpipe.sweep import (
+    BOUNDARY,
+    BOUNDARY_FIELDS,
+    PACK_DIRS,
+    SUCCESS,
+    CellDied,
+    read_packs,
+    write_cells,
+    write_packs,
+)
 from hydra_plugins.grokpipe_plugins.grid_sweeper import GridSweeper
 
 log = logging.getLogger(__name__)
@@ -337,9 +346,8 @@ class BoundarySweeper(GridSweeper):
         """The round's cells (`composed`: their configs) packed by shape; pack numbers go on from the earlier rounds'
         (packs.json keeps all)."""
         from grokpipe.packing import group_by_shape
-        from grokpipe.sweep import PACKS
 
-        previous = json.loads((sweep_dir / PACKS).read_text()) if (sweep_dir / PACKS).exists() else []
+        previous = read_packs(sweep_dir)
         cfgs = []
         for cell, cfg in zip(jobs, composed):
             task_cfg = self.run_config(cfg, sweep_dir)

@@ -239,7 +239,7 @@ def test_a_new_manifest_drops_the_packs_plan_of_an_earlier_launch(tmp_path):
     assert read_pack(tmp_path, 0)["cells"] == [0]
 
 
-def test_pack_auto_packs_where_the_cells_train_on_a_gpu_only(tmp_path):
+def test_pack_auto_packs_gpu_cells_and_narrow_cpu_grids_only(tmp_path):
     from omegaconf import OmegaConf
 
     from hydra_plugins.grokpipe_plugins.grid_sweeper import GridSweeper

@@ -145,6 +145,7 @@ def test_a_packed_search_keeps_one_pack_plan_across_its_rounds(tmp_path):
     tiny = ["model=mlp", "task.p=23", "logger=none", "optim.wd=1"]
     made = sweeper(mode="ratio", pack=True, max_members=None)
     made.launcher = Launcher()
+
     def compose(overrides, num):
         cfg = compose_cfg([*tiny, *overrides])
         OmegaConf.set_struct(cfg, False)
