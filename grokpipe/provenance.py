@@ -123,9 +123,9 @@ def command(run_dir: Path) -> str | None:
     overrides = Path(run_dir) / ".hydra" / "overrides.yaml"
     if not overrides.exists():
         return None
-    from omegaconf import OmegaConf
+    import yaml  # the overrides as written: an interpolation (task.split_seed=${train.seed}) is text here, not resolved
 
-    args = mask_args([str(a) for a in OmegaConf.load(overrides)])
+    args = mask_args([str(a) for a in yaml.safe_load(overrides.read_text()) or []])
     return " ".join(["python", "launch.py", *map(shlex.quote, args)])
 
 
