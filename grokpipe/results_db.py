@@ -24,10 +24,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from grokpipe import split
 from grokpipe.outputs import read_metrics
 from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, PACK_DIRS, PACKS, SUCCESS, run_group, sweep_group
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5  # 5: runs.split, and the seed-aggregating views grouped by it
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a measure's column, safe as an SQL name
 # dirs below a run dir or a sweep dir that never hold runs: skipped by the walk
 SKIP_DIRS = {"checkpoints", "wandb", "figures", "__pycache__"}
@@ -42,6 +43,7 @@ HYPER_COLUMNS = {
     "p": "INTEGER",
     "train_frac": "REAL",
     "split_seed": "INTEGER",
+    "split": "TEXT",  # the split protocol (grokpipe.split): seed (the split follows the seed) or fixed
     "optimizer": "TEXT",
     "lr": "REAL",
     "wd": "REAL",
@@ -136,18 +138,19 @@ SELECT r.*, e.kind AS experiment_kind, e.n_runs AS experiment_runs, e.swept AS e
        e.fixed AS experiment_fixed
 FROM runs r JOIN experiments e ON e.name = r.experiment;
 
+-- the views that aggregate seeds keep the two split protocols apart: seeds on their own splits, seeds on one split
 CREATE VIEW ratio_sweep_stats AS
-SELECT experiment, wd, ROUND(ratio, 6) AS ratio, COUNT(*) AS n, SUM(grokked) AS n_grokked,
+SELECT experiment, wd, ROUND(ratio, 6) AS ratio, split, COUNT(*) AS n, SUM(grokked) AS n_grokked,
        SUM(status NOT IN {_OK}) AS n_failed,
        AVG(CASE WHEN grokked THEN grok_epoch END) AS grok_mean,
        MIN(CASE WHEN grokked THEN grok_epoch END) AS grok_min,
        MAX(CASE WHEN grokked THEN grok_epoch END) AS grok_max,
        AVG(grok_gap) AS gap_mean, MIN(grok_gap) AS gap_min, MAX(grok_gap) AS gap_max
 FROM runs WHERE ratio IS NOT NULL
-GROUP BY experiment, wd, ROUND(ratio, 6) ORDER BY experiment, wd, ratio;
+GROUP BY experiment, wd, ROUND(ratio, 6), split ORDER BY experiment, wd, ratio, split;
 
 CREATE VIEW phase_boundary AS
-SELECT wd, ROUND(ratio, 6) AS ratio, COUNT(*) AS n, SUM(grokked) AS n_grokked,
+SELECT wd, ROUND(ratio, 6) AS ratio, split, COUNT(*) AS n, SUM(grokked) AS n_grokked,
        SUM(status NOT IN {_OK}) AS n_failed,
        CAST(SUM(grokked) AS REAL) / COUNT(*) AS success_rate,
        CAST(SUM(grokked AND status IN {_OK}) AS REAL) / NULLIF(SUM(status IN {_OK}), 0) AS finished_success_rate,
@@ -156,7 +159,7 @@ SELECT wd, ROUND(ratio, 6) AS ratio, COUNT(*) AS n, SUM(grokked) AS n_grokked,
        MAX(CASE WHEN grokked THEN grok_epoch END) AS grok_max,
        COUNT(DISTINCT experiment) AS n_experiments
 FROM runs WHERE ratio IS NOT NULL AND wd IS NOT NULL
-GROUP BY wd, ROUND(ratio, 6) ORDER BY wd, ratio;
+GROUP BY wd, ROUND(ratio, 6), split ORDER BY wd, ratio, split;
 
 CREATE VIEW experiment_overview AS
 SELECT e.name AS experiment, e.kind, e.swept, e.fixed, COUNT(r.run_id) AS n_runs,
@@ -279,6 +282,7 @@ def _from_config(cfg: DictConfig) -> dict:
         "p": sel("task.p"),
         "train_frac": sel("task.train_frac"),
         "split_seed": sel("task.split_seed"),
+        "split": split.of_config(cfg.task) if "task" in cfg else None,
         "optimizer": sel("optim.name"),
         "lr": sel("optim.lr"),
         "wd": sel("optim.wd"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from grokpipe import provenance
+from grokpipe import provenance, split
 from grokpipe.errors import ConfigError
 from grokpipe.outputs import (
     MetricsLog,
@@ -179,6 +179,7 @@ class RunRecord:
                 "p": cfg.task.get("p"),
                 "train_frac": cfg.task.train_frac,
                 "split_seed": cfg.task.split_seed,
+                "split": split.of_config(cfg.task),  # seed: the split follows the seed; fixed: one split
                 "loss": cfg.loss.name,
                 "optimizer": cfg.optim.name,
                 "lr": cfg.optim.lr,

@@ -15,40 +15,52 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from grokpipe import split  # noqa: E402
+
 FORMATS = ("png", "svg", "pdf")
 DPI = 110
 
 
 def plot_phase_diagram(rows: list[dict], path: Path, title: str) -> None:
-    """Ratio x weight decay -> mean grok epoch; cells where no seed grokked are marked x, failures !."""
-    import numpy as np
+    """Ratio x weight decay -> mean grok epoch; cells where no seed grokked are marked x, failures !. One panel per
+    split protocol (the rows' `split`: by seed, or a fixed split), so seeds on their own splits and seeds on one
+    split are never drawn as one cell."""
     from matplotlib.colors import LogNorm
 
     ratios = sorted({r["ratio"] for r in rows})
     wds = sorted({r["wd"] for r in rows})
-    grid = np.full((len(wds), len(ratios)), np.nan)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(ratios), 1.2 + 0.7 * len(wds)))
-    for r in rows:
-        i, j = wds.index(r["wd"]), ratios.index(r["ratio"])
-        if r["grok_mean"] is not None:
-            grid[i, j] = r["grok_mean"]
-            ax.text(j, i, f"{r['grok_mean']:.0f}\n{r['grokked']}/{r['n']}", ha="center", va="center", fontsize=7)
-        else:
-            ax.text(j, i, "!" if r["failed"] == r["n"] else "x", ha="center", va="center", color="red", fontsize=12)
-    finite = grid[np.isfinite(grid)]
-    norm = LogNorm(vmin=max(finite.min(), 1), vmax=max(finite.max(), 2)) if finite.size else None
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r", norm=norm, aspect="auto", origin="lower")
-    ax.set_facecolor("#dddddd")
-    ax.set_xticks(range(len(ratios)), [f"{x:.3g}" for x in ratios], rotation=45)
-    ax.set_yticks(range(len(wds)), [f"{w:g}" for w in wds])
-    ax.set_xlabel("d_model / p")
-    ax.set_ylabel("weight decay")
-    ax.set_title(f"{title}: grok epoch (x = never grokked)", fontsize=9)
-    if finite.size:
-        fig.colorbar(image, ax=ax, label="mean grok epoch")
+    splits = list(dict.fromkeys(r.get("split") or "-" for r in rows))
+    means = [r["grok_mean"] for r in rows if r["grok_mean"] is not None]
+    norm = LogNorm(vmin=max(min(means), 1), vmax=max(max(means), 2)) if means else None
+    width, height = 1.2 + 0.9 * len(ratios), 1.2 + 0.7 * len(wds)
+    fig, axes = plt.subplots(1, len(splits), figsize=(width * len(splits), height), squeeze=False)
+    for ax, label in zip(axes[0], splits):
+        grid = np.full((len(wds), len(ratios)), np.nan)
+        for r in (r for r in rows if (r.get("split") or "-") == label):
+            i, j = wds.index(r["wd"]), ratios.index(r["ratio"])
+            if r["grok_mean"] is not None:
+                grid[i, j] = r["grok_mean"]
+                ax.text(j, i, f"{r['grok_mean']:.0f}\n{r['grokked']}/{r['n']}", ha="center", va="center", fontsize=7)
+            else:
+                ax.text(j, i, "!" if r["failed"] == r["n"] else "x", ha="center", va="center", color="red", fontsize=12)
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r", norm=norm, aspect="auto", origin="lower")
+        ax.set_facecolor("#dddddd")
+        ax.set_xticks(range(len(ratios)), [f"{x:.3g}" for x in ratios], rotation=45)
+        ax.set_yticks(range(len(wds)), [f"{w:g}" for w in wds])
+        ax.set_xlabel("d_model / p")
+        ax.set_ylabel("weight decay")
+        ax.set_title(f"{title}: grok epoch (x = never grokked)\nsplit {label}", fontsize=9)
+        if means:
+            fig.colorbar(image, ax=ax, label="mean grok epoch")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _legend(ax, **kwargs) -> None:
+    """A legend where the axes hold labelled artists (matplotlib warns on an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
 
 
 def plot_boundary(boundary: list[dict], rows: list[dict], path: Path, title: str, share: float) -> None:
@@ -75,7 +87,7 @@ def plot_boundary(boundary: list[dict], rows: list[dict], path: Path, title: str
         xs = [b["critical"] if ratio_mode else b["axis"] for b in found]
         ys = [b["axis"] if ratio_mode else b["critical"] for b in found]
         ax.plot(xs, ys, color="black", marker="D", ms=6, label="critical " + ("ratio" if ratio_mode else "wd"))
-        ax.legend(fontsize=8, loc="best")
+        _legend(ax, fontsize=8, loc="best")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("d_model / p")
@@ -155,7 +167,7 @@ def phase_diagram(con: sqlite3.Connection, path: Path, experiment: str | None = 
     """Ratio x weight decay -> mean grok epoch; x where no seed grokked (the sweep summary's own drawing)."""
     rows = [
         {"ratio": c["ratio"], "wd": c["wd"], "n": c["n"], "grokked": c["n_grokked"], "failed": c["n_failed"],
-         "grok_mean": c["grok_mean"]}
+         "grok_mean": c["grok_mean"], "split": split.label(c.get("split"), [])}
         for c in _cells(con, experiment)
     ]  # fmt: skip
     if not rows:  # nothing has a known ratio: say so rather than draw an empty grid
@@ -171,27 +183,32 @@ def grok_vs_ratio(con: sqlite3.Connection, path: Path, experiment: str | None = 
     """Mean grok epoch against d_model/p, one line per wd, min-max over seeds as bars: the U-shape question."""
     cells = _cells(con, experiment)
     colors = _wd_colors({c["wd"] for c in cells})
+    protocols = sorted({c.get("split") or "-" for c in cells})  # one line per wd and split protocol, never pooled
     fig, ax = plt.subplots(figsize=(7, 4.5))
     grokked = [c for c in cells if c["grok_mean"] is not None]
     top = max((c["grok_max"] for c in grokked), default=1) * 1.6  # never-grokked cells sit above every grok
-    for i, (wd, color) in enumerate(colors.items()):
-        mine = sorted((c for c in grokked if c["wd"] == wd), key=lambda c: c["ratio"])
+    lines = [(wd, color, prot) for wd, color in colors.items() for prot in protocols]
+    for i, (wd, color, prot) in enumerate(lines):
+        name = f"wd={wd:g}" + (f", split {split.label(prot, [])}" if len(protocols) > 1 else "")
+        style = "--" if len(protocols) > 1 and prot != protocols[0] else "-"
+        here = [c for c in cells if c["wd"] == wd and (c.get("split") or "-") == prot]
+        mine = sorted((c for c in here if c["grok_mean"] is not None), key=lambda c: c["ratio"])
         if mine:
             x = [c["ratio"] for c in mine]
             mean = np.array([c["grok_mean"] for c in mine])
             spread = [mean - [c["grok_min"] for c in mine], [c["grok_max"] for c in mine] - mean]
-            ax.errorbar(x, mean, yerr=spread, color=color, marker="o", capsize=4, label=f"wd={wd:g}")
-        never = [c["ratio"] for c in cells if c["wd"] == wd and c["grok_mean"] is None]
+            ax.errorbar(x, mean, yerr=spread, color=color, marker="o", capsize=4, linestyle=style, label=name)
+        never = [c["ratio"] for c in here if c["grok_mean"] is None]
         if never:
             ax.scatter(never, [top * 1.12**i] * len(never), marker="x", s=60, color=color,
-                       label=f"wd={wd:g}: never grokked")  # fmt: skip
+                       label=f"{name}: never grokked")  # fmt: skip
     _ratio_axis(ax, [c["ratio"] for c in cells])
     ax.set_yscale("log")
     ax.set_xlabel("d_model / p")
     ax.set_ylabel("grok epoch (mean, min-max over seeds)")
     ax.set_title(f"{experiment or 'all runs'}: grok epoch vs ratio", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="best")
+    _legend(ax, fontsize=8, loc="best")
     return _save(fig, path)
 
 
@@ -212,7 +229,7 @@ def grok_gap(con: sqlite3.Connection, path: Path, experiment: str | None = None)
         ax.text(0.5, 0.5, "no run both memorised and grokked", ha="center", va="center", transform=ax.transAxes)
     else:
         _ratio_axis(ax, [r["ratio"] for r in runs])
-        ax.legend(fontsize=8, loc="best")
+        _legend(ax, fontsize=8, loc="best")
     ax.set_xlabel("d_model / p")
     ax.set_ylabel("grok epoch - memorised epoch")
     ax.set_title(f"{experiment or 'all runs'}: memorisation-to-grok gap", fontsize=10)
@@ -258,7 +275,7 @@ def training_curves(con: sqlite3.Connection, path: Path, experiment: str) -> Pat
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
     if len(data) <= 12:
-        axes[1].legend(fontsize=7, loc="best")
+        _legend(axes[1], fontsize=7, loc="best")
     if by_ratio:
         bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="d_model / p")
         bar.set_ticks(ratios, labels=[f"{r:.3g}" for r in ratios])
@@ -288,7 +305,7 @@ def weight_norm(con: sqlite3.Connection, path: Path, experiment: str) -> Path:
     ax.set_ylabel("weight norm (L2 of all parameters)")
     ax.set_title(f"{experiment}: weight norm (* = grok)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    _legend(ax, fontsize=8, loc="best")
     return _save(fig, path)
 
 
@@ -373,7 +390,7 @@ def hidden_progress(con: sqlite3.Connection, path: Path, experiment: str | None 
         ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="crossed = grokked")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.legend(fontsize=8, loc="best")
+        _legend(ax, fontsize=8, loc="best")
     else:
         ax.text(0.5, 0.5, "no run both crossed a threshold and grokked", ha="center", transform=ax.transAxes)
     ax.set_xlabel("epoch the measure crossed its threshold")

@@ -1,8 +1,8 @@
 """The end of a sweep: one table and one phase diagram from every cell's summary.json.
 
-Written to the sweep dir: sweep_summary.csv (one row per ratio x wd), cells.csv (one row per cell, failed ones
-with their error, and crossed_<column>/lead_<column>: the epoch each thresholded measure crossed and its lead
-over the grok), phase_diagram.png; a W&B run in the sweep's group holds both.
+Written to the sweep dir: sweep_summary.csv (one row per ratio x wd x split protocol), cells.csv (one row per
+cell, failed ones with their error, and crossed_<column>/lead_<column>: the epoch each thresholded measure
+crossed and its lead over the grok), phase_diagram.png; a W&B run in the sweep's group holds both.
 The sweep dir's cells.json (grokpipe.sweep, written by the sweeper before launch) says which cells to expect.
 The command exits 1 when any cell failed: the callback ends the process, as it is the last thing Hydra runs.
 """
@@ -17,15 +17,18 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from grokpipe import split
 from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, exit_status, failed_cells, read_cells, sweep_group
 
-TABLE_FIELDS = ("ratio", "wd", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")
+TABLE_FIELDS = ("ratio", "wd", "split", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")
 CELL_FIELDS = (
     "num",
     "status",
     "ratio",
     "wd",
     "seed",
+    "split_seed",
+    "split",
     "d_model",
     "p",
     "grok_epoch",
@@ -37,19 +40,22 @@ CELL_FIELDS = (
 
 
 def table(cells: list[dict]) -> list[dict]:
-    """Per ratio x wd: seeds, how many grokked, grok epoch mean/min/max over the seeds that did."""
+    """Per ratio x wd x split protocol: seeds, how many grokked, grok epoch mean/min/max over the seeds that did.
+    Seeds on their own splits and seeds on one split are separate rows (grokpipe.split): never pooled."""
     groups: dict[tuple, list[dict]] = {}
     for c in cells:
         if c.get("ratio") is not None:
-            groups.setdefault((round(c["ratio"], 6), c["wd"]), []).append(c)
+            protocol = split.of_run(c, c.get("dir")) or ""
+            groups.setdefault((round(c["ratio"], 6), c["wd"], protocol), []).append(c)
     rows = []
-    for (ratio, wd), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (ratio, wd, protocol), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         epochs = [c["grok_epoch"] for c in members if c.get("grok_epoch") is not None]
         done = [c for c in members if c["status"] in SUCCESS]
         rows.append(
             {
                 "ratio": ratio,
                 "wd": wd,
+                "split": split.label(protocol or None, (c.get("split_seed") for c in members)),
                 "n": len(members),
                 "grokked": len(epochs),
                 "share_grokked": round(len(epochs) / len(done), 3) if done else None,
@@ -98,6 +104,8 @@ def summarize(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     from grokpipe.sweep_figures import plot_phase_diagram
 
     cells = [_flat_crossings(c) for c in read_cells(sweep_dir)]
+    for c in cells:  # a run from before summary.json said its split protocol: from its config as written
+        c["split"] = split.of_run(c, c.get("dir"))
     rows = table(cells)
     _write_csv(sweep_dir / "cells.csv", cell_fields(cells), cells)
     _write_csv(sweep_dir / "sweep_summary.csv", TABLE_FIELDS, rows)
@@ -168,6 +176,7 @@ class SweepSummary(Callback):
         failed = failed_cells(cells)
         print(f"\nsweep summary ({len(cells)} cells, {len(failed)} failed): {sweep_dir}")
         print(format_table(rows))
+        print(split.sentence([c.get("split") for c in cells]))
         for b in read_boundary(sweep_dir):
             print(
                 f"boundary ({b['mode']}) at {b['axis']:g}: critical {b['critical']} "

@@ -116,6 +116,9 @@ def prepare(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{key} is not allowed: secrets come from the environment (e.g. WANDB_API_KEY), never from the config"
         )
+    # train first: a part's key that interpolates one of train's (task.split_seed: ${train.seed}) is blamed on the
+    # key the user wrote
+    check_node(_plain(cfg, "train"), TRAIN_SCHEMA, "train")
     classes = {}
     for group in PARTS:
         if group not in cfg:
@@ -125,7 +128,6 @@ def prepare(cfg: DictConfig) -> None:
         if group == "model" and node.get("ratio") is not None:
             node = {**node, "d_model": 1}  # derived below from the ratio
         check_node(node, classes[group].SCHEMA, group)
-    check_node(_plain(cfg, "train"), TRAIN_SCHEMA, "train")
     logger = _plain(cfg, "logger")
     name = logger.get("name")
     if name not in LOGGER_SCHEMAS:

@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from grokpipe.sweep import (
     BOUNDARY,
     BOUNDARY_FIELDS,
+    MISSING,
     PACK_DIRS,
     SUCCESS,
     CellDied,
@@ -205,6 +206,7 @@ class BoundarySweeper(GridSweeper):
         state = self._load_state(sweep_dir, settings)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what marks a sweep dir, as Hydra's sweepers do
         first_seed_only = bool(self.screen) and len(seeds) > 1
+        stopped = None
         for round_no in range(1, self.max_rounds + 1):
             searches = {v: self._search(state, v, len(ladder), seeds) for v in axis}
             todo = []
@@ -219,9 +221,12 @@ class BoundarySweeper(GridSweeper):
                 break
             log.info(f"boundary round {round_no}: {len(todo)} cell{'s' * (len(todo) != 1)}")
             self._launch(state, sweep_dir, todo, fixed, ladder, round_no)
+            if stopped := self._failure(state, todo):  # failed, not "did not grok": no verdict to search on
+                log.error(f"boundary search stopped in round {round_no}: {stopped}")
+                break
         else:
             log.warning(f"boundary search stopped after max_rounds={self.max_rounds} rounds, unsettled")
-        rows = self._report(state, sweep_dir, axis, ladder, seeds)
+        rows = self._report(state, sweep_dir, axis, ladder, seeds, stopped)
         from grokpipe.sweep import read_cells
         from grokpipe.sweep_figures import plot_boundary
         from grokpipe.sweep_summary import table
@@ -268,6 +273,19 @@ class BoundarySweeper(GridSweeper):
         except (OSError, ValueError):
             return None
         return summary if summary.get("status") in SUCCESS else None
+
+    def _failure(self, state: dict, todo: list) -> str | None:
+        """The first of a round's cells that ended without a result (failed, or no summary.json), in one line."""
+        for t in todo:
+            cell = self._cell(state, t)
+            try:
+                summary = json.loads((Path(cell["dir"]) / "summary.json").read_text())
+            except (OSError, ValueError):
+                summary = {"status": MISSING, "error": "no summary.json: the job never ran or was killed"}
+            if summary.get("status") not in SUCCESS:
+                where = " ".join(cell["overrides"][-2:])
+                return f"cell {cell['num']} ({where}) {summary.get('status')}: {summary.get('error')}"
+        return None
 
     def _finished(self, state: dict, t: tuple) -> bool:
         return self._summary(self._cell(state, t)) is not None
@@ -366,8 +384,11 @@ class BoundarySweeper(GridSweeper):
             _ = r.return_value
 
     # ---------------------------------------------------------------- the report
-    def _report(self, state: dict, sweep_dir: Path, axis: list[str], ladder: list, seeds: list[int]) -> list[dict]:
-        """boundary.csv and boundary.json's `boundary`: per axis value, the critical point, its bracket, the cost."""
+    def _report(
+        self, state: dict, sweep_dir: Path, axis: list[str], ladder: list, seeds: list[int], stopped: str | None = None
+    ) -> list[dict]:
+        """boundary.csv and boundary.json's `boundary`: per axis value, the critical point, its bracket, the cost.
+        `stopped`: why the search ended before it settled (a cell that failed)."""
         import csv
 
         rows = []
@@ -382,7 +403,7 @@ class BoundarySweeper(GridSweeper):
             elif a == len(ladder) - 1:
                 status = "above range: no point groks"
             else:
-                status = "found" if settled else "unsettled"
+                status = "found" if settled else (f"stopped: {stopped}" if stopped else "unsettled")
             if contra:
                 status += f"; {len(contra)} point(s) contradict monotonicity"
             rows.append(

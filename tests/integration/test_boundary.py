@@ -8,7 +8,7 @@ import json
 import sqlite3
 
 import pytest
-from helpers import GROK, file_hashes, launch
+from helpers import GROK, TINY, file_hashes, launch
 
 # GROK's MLP at p=59: ratio 1 groks by about epoch 600, ratio 1/16 (d_model 4) does not in 800 epochs
 SEARCH = [
@@ -92,3 +92,42 @@ def test_a_relaunch_with_other_settings_is_refused(tmp_path):
     result = launch(["-m", *SEARCH, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert result.returncode == 2
     assert "holds a boundary search with other settings (differs in: fixed, ladder, seeds)" in result.stderr
+
+
+# a two-point ladder run with every seed at once: round 1 is the top point, seeds 0 and 1 (cells 0 and 1)
+SPLIT_SEARCH = [
+    *TINY,
+    "hydra/sweeper=boundary",
+    "optim.wd=1",
+    "hydra.sweeper.values=[0.25,1]",
+    "hydra.sweeper.screen=false",
+    "train.seed=0,1",
+    "task.split_seed=${train.seed}",  # an interpolating override, as a grid takes it
+]
+
+
+def test_an_interpolating_override_composes_in_every_cell(tmp_path):
+    sweep = tmp_path / "ok"
+    result = launch(["-m", *SPLIT_SEARCH, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    cells = [json.loads(p.read_text()) for p in sorted(sweep.glob("[0-9]*/summary.json"))]
+    assert sorted(c["seed"] for c in cells) == [0, 1]
+    assert all(c["status"] in ("completed", "grokked") and c["split_seed"] == c["seed"] for c in cells)
+    assert all(c["split"] == "seed" for c in cells)
+    assert "No artists with labels" not in result.stderr  # the figures of a search where nothing grokked
+
+
+def test_a_failed_probe_stops_the_search_with_its_error(tmp_path):
+    sweep = tmp_path / "bad"
+    (sweep / "0" / "metrics.csv").mkdir(parents=True)  # cell 0 fails at run time: its metrics.csv is a directory
+    result = launch(["-m", *SPLIT_SEARCH, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out[-3000:]
+    (line,) = [x for x in out.splitlines() if "boundary search stopped" in x]
+    assert "stopped in round 1: cell 0 (model.d_model=" in line and "failed:" in line and "metrics.csv" in line
+    assert "max_rounds" not in out
+    state = json.loads((sweep / "boundary.json").read_text())
+    assert [r["round"] for r in state["rounds"]] == [1]
+    (row,) = state["boundary"]
+    assert row["status"].startswith("stopped: cell 0")
+    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] in ("completed", "grokked")  # kept

@@ -80,6 +80,7 @@ TASK = {"_target_", "name", "train_frac", "split_seed", "generalize_at", "memori
 OPTIM = {"_target_", "name", "lr", "wd", "warmup_steps", "orthogonal", "constant_norm.enabled", "constant_norm.alpha"}
 OPTIM |= {"grokfast.enabled", "grokfast.alpha", "grokfast.lamb"}
 ADAM = OPTIM | {"betas", "eps"}
+SPLIT_BY_SEED = "${train.seed}"  # conf/task's split_seed, as written
 FRAC_X_LETTERS = 26  # frac_x's vocabulary, the size its width ratio is taken against
 MEASURE = {"_target_", "every", "thresholds"}
 CLASSES = {
@@ -212,9 +213,10 @@ def composed(options: dict) -> dict:
         cfg |= {"task._target_": "grokpipe.tasks.modular.ModularTask", "task.name": task}
         cfg |= {"task.op": MODULAR[task], "task.p": 47}
     if task == "frac_x":
-        cfg |= {"task.train_frac": 0.3, "task.split_seed": 0, "task.generalize_at": 0.02, "task.memorize_at": 0.02}
+        cfg |= {"task.train_frac": 0.3, "task.generalize_at": 0.02, "task.memorize_at": 0.02}
     else:
-        cfg |= {"task.train_frac": 0.5, "task.split_seed": 0, "task.generalize_at": 0.95, "task.memorize_at": 0.99}
+        cfg |= {"task.train_frac": 0.5, "task.generalize_at": 0.95, "task.memorize_at": 0.99}
+    cfg["task.split_seed"] = SPLIT_BY_SEED  # every task's split follows the run's seed unless a number is given
     cfg |= {"loss._target_": TARGET[options["loss"]], "loss.name": options["loss"]}
     adamw = {"lr": 1e-3, "betas": [0.9, 0.98], "eps": 1e-8, "wd": 1.0}
     cfg |= {"optim._target_": TARGET[optim], "optim.name": optim}
@@ -487,6 +489,9 @@ def judge(drawn: dict) -> Verdict:
             cfg[node] = {**(cfg.get(node) or {}), col: v}
         else:
             cfg[k.lstrip("+")] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+
+    if cfg.get("task.split_seed") == SPLIT_BY_SEED:  # the interpolation, resolved as OmegaConf would
+        cfg["task.split_seed"] = cfg["train.seed"]
 
     # each key in its domain, and the keys of each part exactly those its class declares
     known, bad = known_keys(cfg, options["measures"])
