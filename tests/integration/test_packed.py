@@ -72,6 +72,9 @@ def test_members_match_single_runs_to_1e6(pack_and_singles):
                 assert rp[key] == pytest.approx(rs[key], rel=1e-5, abs=1e-6), (i, rp["epoch"], key)
     # the members really differ: otherwise matching them proves little
     assert len({round(p["final_train_loss"], 4) for p in packed}) == len(MEMBERS)
+    # each on its own split: members 0 and 1 on their seeds' (the default), member 2 on the split it names
+    assert [(p["split"], p["split_seed"]) for p in packed] == [("seed", 0), ("seed", 1), ("fixed", 4)]
+    assert [(s["split"], s["split_seed"]) for s in singles] == [(p["split"], p["split_seed"]) for p in packed]
 
 
 def test_member_outputs_follow_the_contract(pack_and_singles):

@@ -121,9 +121,11 @@ def test_a_failed_cell_with_only_status_and_error_gets_its_row_from_the_config(r
 def test_experiments_say_what_was_swept_and_what_was_fixed(db):
     exp = {r["name"]: r for r in dicts(db, "SELECT * FROM experiments")}
     tiny, grok = exp["sweep-multirun_tiny"], exp["fast_grok"]
-    assert set(json.loads(tiny["swept"])) == {"d_model", "ratio", "wd", "seed"}
+    # the split follows the seed (the default protocol): its seed is swept with the run's seed
+    assert set(json.loads(tiny["swept"])) == {"d_model", "ratio", "wd", "seed", "split_seed"}
     assert json.loads(tiny["swept"])["wd"] == [0.1, 1.0] and json.loads(tiny["fixed"])["p"] == 23
-    assert json.loads(grok["swept"]) == {"seed": [2, 3, 4, 5]}
+    assert json.loads(tiny["fixed"])["split"] == json.loads(grok["fixed"])["split"] == "seed"
+    assert json.loads(grok["swept"]) == {"seed": [2, 3, 4, 5], "split_seed": [2, 3, 4, 5]}
     assert json.loads(grok["fixed"])["lr"] == 0.01
     assert (tiny["n_runs"], grok["n_runs"], tiny["kind"]) == (8, 4, "sweep")
     assert json.loads(grok["sweep_dirs"]) == ["multirun/grok"]
@@ -171,6 +173,25 @@ def test_phase_boundary_rates_equal_the_summaries(root, db):
         assert view[key]["success_rate"] == pytest.approx(grokked / len(members))
         assert view[key]["finished_success_rate"] == pytest.approx(grokked / finished)
     assert view[(1.0, round(64 / 59, 6))]["success_rate"] == pytest.approx(0.5)
+
+
+def test_the_views_keep_the_two_split_protocols_apart(root, tmp_path):
+    """The tiny sweep as it ran (seeds on their own splits) beside a copy whose runs say they shared split 0: the
+    views that aggregate seeds give each protocol its own rows, each with the sweep's own counts."""
+    tiny = next(d for d in (root / "multirun").iterdir() if d.name == "tiny")
+    shutil.copytree(tiny, tmp_path / "r" / "by_seed")
+    shutil.copytree(tiny, tmp_path / "r" / "fixed")
+    for path in (tmp_path / "r" / "fixed").glob("*/summary.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "split": "fixed", "split_seed": 0}))
+    build(tmp_path / "r", tmp_path / "x.db")
+    view = dicts(tmp_path / "x.db", "SELECT * FROM phase_boundary")
+    assert sorted({r["split"] for r in view}) == ["fixed", "seed"]
+    assert len(view) == 2 * len({(r["wd"], r["ratio"]) for r in view}) == 8
+    for r in view:
+        twin = next(x for x in view if (x["wd"], x["ratio"]) == (r["wd"], r["ratio"]) and x["split"] != r["split"])
+        assert (r["n"], r["n_grokked"]) == (twin["n"], twin["n_grokked"]) == (2, r["n_grokked"])
+    stats = dicts(tmp_path / "x.db", "SELECT split, COUNT(*) AS rows FROM ratio_sweep_stats GROUP BY split")
+    assert {r["split"]: r["rows"] for r in stats} == {"fixed": 4, "seed": 4}
 
 
 def test_experiment_overview_and_run_summary(root, db):

@@ -131,6 +131,9 @@ def test_local_sweep_writes_every_cell_and_the_summary(tmp_path):
     assert all(s["status"] == "completed" and s["epochs_run"] == 60 for s in summaries)
     rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
     assert len(rows) == 4 and all(r["n"] == "1" and r["failed"] == "0" for r in rows)
+    assert all(s["split"] == "seed" and s["split_seed"] == s["seed"] for s in summaries)
+    assert {r["split"] for r in rows} == {"by seed"}
+    assert "splits: by seed (task.split_seed follows train.seed): seeds vary init and split" in r.stdout
     assert (sweep / "phase_diagram.png").stat().st_size > 5000
     assert "sweep summary (4 cells, 0 failed)" in r.stdout
     # every cell and the summary run share one W&B group
