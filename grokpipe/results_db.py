@@ -5,7 +5,7 @@ Tables  experiments  one row per experiment group (the sweep/preset group): what
         metrics      every metrics.csv row, PRIMARY KEY (run_id, epoch), WITHOUT ROWID
         crossings    per run and thresholded measure: the epoch it first crossed, and its lead over the grok
         builds       one row per build or update: when, from where, what changed
-Views   run_summary, ratio_sweep_stats, phase_boundary, experiment_overview (see docs/results.md)
+Views   run_summary, ratio_sweep_stats, phase_boundary, sweep_cells, experiment_overview (see docs/results.md)
 
 Reads only the output contract (grokpipe.outputs): .hydra/config.yaml, summary.json, metrics.csv.
 """
@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from grokpipe import split
 from grokpipe.outputs import read_metrics
-from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, PACK_DIRS, PACKS, SUCCESS, run_group, sweep_group
+from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, CELLS, PACK_DIRS, PACKS, SUCCESS, run_group, sweep_group
 
-SCHEMA_VERSION = 5  # 5: runs.split, and the seed-aggregating views grouped by it
+SCHEMA_VERSION = 5  # 5: runs.split (the seed-aggregating views grouped by it), runs.coords, view sweep_cells
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a measure's column, safe as an SQL name
 # dirs below a run dir or a sweep dir that never hold runs: skipped by the walk
 SKIP_DIRS = {"checkpoints", "wandb", "figures", "__pycache__"}
@@ -73,6 +73,7 @@ RUN_COLUMNS = {
     "experiment": "TEXT NOT NULL",
     "sweep_dir": "TEXT",
     "cell": "INTEGER",
+    "coords": "TEXT",  # the cell's coordinates in its sweep (cells.json: its swept keys but the seed), as JSON
     "status": "TEXT NOT NULL",
     "grokked": "INTEGER NOT NULL",
     "grok_epoch": "INTEGER",
@@ -160,6 +161,18 @@ SELECT wd, ROUND(ratio, 6) AS ratio, split, COUNT(*) AS n, SUM(grokked) AS n_gro
        COUNT(DISTINCT experiment) AS n_experiments
 FROM runs WHERE ratio IS NOT NULL AND wd IS NOT NULL
 GROUP BY wd, ROUND(ratio, 6), split ORDER BY wd, ratio, split;
+
+-- any sweep by its own axes: one row per sweep dir x coordinates x split protocol, the seeds aggregated
+CREATE VIEW sweep_cells AS
+SELECT experiment, sweep_dir, coords, split, COUNT(*) AS n, SUM(grokked) AS n_grokked,
+       SUM(status NOT IN {_OK}) AS n_failed,
+       CAST(SUM(grokked AND status IN {_OK}) AS REAL) / NULLIF(SUM(status IN {_OK}), 0) AS share_grokked,
+       AVG(CASE WHEN grokked THEN grok_epoch END) AS grok_mean,
+       MIN(CASE WHEN grokked THEN grok_epoch END) AS grok_min,
+       MAX(CASE WHEN grokked THEN grok_epoch END) AS grok_max,
+       AVG(ratio) AS ratio, MIN(wd) AS wd
+FROM runs WHERE coords IS NOT NULL
+GROUP BY experiment, sweep_dir, coords, split ORDER BY experiment, sweep_dir, MIN(cell), split;
 
 CREATE VIEW experiment_overview AS
 SELECT e.name AS experiment, e.kind, e.swept, e.fixed, COUNT(r.run_id) AS n_runs,
@@ -341,6 +354,7 @@ def read_run(run_dir: Path, root: Path, experiments: dict[Path | None, str] | No
         "experiment": name,
         "sweep_dir": run_id(sweep, root) if sweep is not None and (sweep == root or root in sweep.parents) else None,
         "cell": int(run_dir.name) if sweep is not None and run_dir.name.isdigit() else None,
+        "coords": _cell_coords(sweep, run_dir, experiments) if sweep is not None else None,
         "status": summary.get("status") or "unknown",
         "grokked": int(bool(summary.get("grokked", grok is not None))),
         "grok_epoch": grok,
@@ -369,6 +383,20 @@ def read_run(run_dir: Path, root: Path, experiments: dict[Path | None, str] | No
         "hidden_progress": summary.get("hidden_progress") if isinstance(summary.get("hidden_progress"), dict) else None,
     }
     return row, [{"run_id": rid, **m} for m in metrics]
+
+
+def _cell_coords(sweep: Path, run_dir: Path, cache: dict) -> str | None:
+    """The run's coordinates in its sweep (its cells.json entry), as JSON; None for a sweep from before they were
+    recorded. `cache` keeps each sweep's manifest, read once."""
+    key = ("coords", sweep)
+    if key not in cache:
+        try:
+            manifest = json.loads((sweep / CELLS).read_text())
+            cache[key] = {Path(e["dir"]).name: e["coords"] for e in manifest if isinstance(e.get("coords"), dict)}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            cache[key] = {}
+    coords = cache[key].get(run_dir.name)
+    return None if coords is None else json.dumps(coords)
 
 
 def _check_root(root: Path) -> list[Path]:

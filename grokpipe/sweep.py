@@ -1,6 +1,8 @@
 """A sweep's bookkeeping in its sweep dir, shared by the sweeper, the launchers, the job body and the sweep summary.
 
-cells.json    the manifest: one {"num", "overrides", "dir"} per cell, written by the sweeper before any launch
+cells.json    the manifest: one {"num", "overrides", "dir", "coords", "split"} per cell, written by the sweeper
+              before any launch; `coords` are the cell's coordinates: every swept key but the seed, as the cell
+              resolved it (`coordinates`), what the sweep summary groups its seeds by; `split` its split protocol
 packs.json    a packed sweep's plan: one {"pack", "cells", "dirs"} per pack job
 boundary.csv  a boundary search's table (and boundary.json its state), written by the boundary sweeper
 A cell's outcome is its summary.json `status`: one of SUCCESS, FAILED, or MISSING when it never wrote one.
@@ -35,6 +37,38 @@ def sweep_group(sweep_dir: str | Path) -> str:
     """W&B group shared by every cell of one sweep and by its summary run."""
     path = Path(sweep_dir)
     return f"sweep-{path.parent.name}_{path.name}"
+
+
+# the keys a coordinate also resolves to: a swept ratio is also the width it became
+DERIVED = {"model.ratio": ("model.d_model",)}
+SEED_KEY = "train.seed"  # what a sweep aggregates over: never a coordinate
+PLANNED = ("coords", "split")  # what a cells.json entry knows of its cell before it runs
+
+
+def _plain(value):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def coordinates(overrides: list[str], swept: set[str], cfg) -> dict:
+    """A cell's coordinates: each swept key but the seed with the value the composed `cfg` resolved it to (a group
+    key, `optim=muon`, with the option chosen), in the order of the overrides, then what a swept key derives
+    (`model.ratio` -> `model.d_model`)."""
+    from omegaconf import OmegaConf
+
+    coords = {}
+    for text in overrides:
+        key = text.split("=", 1)[0].lstrip("+~")
+        if key not in swept or key == SEED_KEY or key.startswith("hydra."):
+            continue
+        if "." in key:
+            coords[key] = _plain(OmegaConf.select(cfg, key, default=None))
+        else:  # a group: its option, as chosen
+            coords[key] = text.split("=", 1)[1]
+        for derived in DERIVED.get(key, ()):
+            coords[derived] = _plain(OmegaConf.select(cfg, derived, default=None))
+    return coords
 
 
 def write_cells(sweep_dir: Path, manifest: list[dict], keep_packs: bool = False) -> None:
@@ -85,8 +119,10 @@ def read_cells(sweep_dir: Path) -> list[dict]:
             "status": MISSING,
             "error": "no summary.json: the job never ran or was killed",
         }
+        planned = {k: entry[k] for k in PLANNED if k in entry}  # a cell that never wrote a summary keeps its row
+        record.update(planned)
         if path.exists():
-            record = {**record, "error": None, **json.loads(path.read_text())}
+            record = {**record, "error": None, **json.loads(path.read_text()), **planned}
         cells.append(record)
     return cells
 

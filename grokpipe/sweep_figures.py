@@ -21,23 +21,46 @@ FORMATS = ("png", "svg", "pdf")
 DPI = 110
 
 
-def plot_phase_diagram(rows: list[dict], path: Path, title: str) -> None:
-    """Ratio x weight decay -> mean grok epoch; cells where no seed grokked are marked x, failures !. One panel per
-    split protocol (the rows' `split`: by seed, or a fixed split), so seeds on their own splits and seeds on one
-    split are never drawn as one cell."""
+RATIO_AXES = ("model.ratio", "model.d_model", "task.p", "ratio")  # what moves d_model / p
+WD_AXES = ("optim.wd", "wd")
+
+
+def _text(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _key(value) -> tuple:
+    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+
+
+def _panels(rows: list[dict], rest: list[str]) -> dict[str, list[dict]]:
+    """The rows split by the values of `rest` and their split protocol: one panel each, named by them."""
+    panels: dict[str, list[dict]] = {}
+    for r in rows:
+        name = ", ".join([*(f"{k}={_text(r.get(k))}" for k in rest), f"split {r.get('split') or '-'}"])
+        panels.setdefault(name, []).append(r)
+    return panels
+
+
+def plot_grid(rows: list[dict], x: str, y: str, rest: list[str], path: Path, title: str,
+              labels: tuple[str, str] | None = None) -> None:  # fmt: skip
+    """`x` against `y` -> mean grok epoch, with grokked/n in each cell (x = no seed grokked, ! = every cell failed);
+    one panel per value of the `rest` of the axes and per split protocol, so nothing unlike is drawn as one cell."""
     from matplotlib.colors import LogNorm
 
-    ratios = sorted({r["ratio"] for r in rows})
-    wds = sorted({r["wd"] for r in rows})
-    splits = list(dict.fromkeys(r.get("split") or "-" for r in rows))
+    xs = sorted({r.get(x) for r in rows}, key=_key)
+    ys = sorted({r.get(y) for r in rows}, key=_key)
+    panels = _panels(rows, rest)
     means = [r["grok_mean"] for r in rows if r["grok_mean"] is not None]
     norm = LogNorm(vmin=max(min(means), 1), vmax=max(max(means), 2)) if means else None
-    width, height = 1.2 + 0.9 * len(ratios), 1.2 + 0.7 * len(wds)
-    fig, axes = plt.subplots(1, len(splits), figsize=(width * len(splits), height), squeeze=False)
-    for ax, label in zip(axes[0], splits):
-        grid = np.full((len(wds), len(ratios)), np.nan)
-        for r in (r for r in rows if (r.get("split") or "-") == label):
-            i, j = wds.index(r["wd"]), ratios.index(r["ratio"])
+    cols = min(len(panels), 3)
+    width, height = 1.6 + 0.9 * len(xs), 1.4 + 0.7 * len(ys)
+    fig, axes = plt.subplots(-(-len(panels) // cols), cols, figsize=(width * cols, height * -(-len(panels) // cols)),
+                             squeeze=False)  # fmt: skip
+    for ax, (name, mine) in zip(axes.flat, panels.items()):
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for r in mine:
+            i, j = ys.index(r.get(y)), xs.index(r.get(x))
             if r["grok_mean"] is not None:
                 grid[i, j] = r["grok_mean"]
                 ax.text(j, i, f"{r['grok_mean']:.0f}\n{r['grokked']}/{r['n']}", ha="center", va="center", fontsize=7)
@@ -45,16 +68,74 @@ def plot_phase_diagram(rows: list[dict], path: Path, title: str) -> None:
                 ax.text(j, i, "!" if r["failed"] == r["n"] else "x", ha="center", va="center", color="red", fontsize=12)
         image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r", norm=norm, aspect="auto", origin="lower")
         ax.set_facecolor("#dddddd")
-        ax.set_xticks(range(len(ratios)), [f"{x:.3g}" for x in ratios], rotation=45)
-        ax.set_yticks(range(len(wds)), [f"{w:g}" for w in wds])
-        ax.set_xlabel("d_model / p")
-        ax.set_ylabel("weight decay")
-        ax.set_title(f"{title}: grok epoch (x = never grokked)\nsplit {label}", fontsize=9)
+        ax.set_xticks(range(len(xs)), [_text(v) for v in xs], rotation=45)
+        ax.set_yticks(range(len(ys)), [_text(v) for v in ys])
+        ax.set_xlabel(labels[0] if labels else x)
+        ax.set_ylabel(labels[1] if labels else y)
+        ax.set_title(f"{title}: grok epoch (x = never grokked)\n{name}", fontsize=8)
         if means:
             fig.colorbar(image, ax=ax, label="mean grok epoch")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_axis_off()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_phase_diagram(rows: list[dict], path: Path, title: str, rest: list[str] = ()) -> None:
+    """Ratio x weight decay -> mean grok epoch (seed 003's question); one panel per split protocol and per value of
+    any other swept key."""
+    plot_grid(rows, "ratio", "wd", list(rest), path, title, ("d_model / p", "weight decay"))
+
+
+def plot_one_axis(rows: list[dict], x: str, path: Path, title: str) -> None:
+    """A sweep of one key: grok epoch (mean, min-max over the seeds that grokked) and the share of seeds that
+    grokked against it, one line per split protocol. Values are placed in order, evenly (numbers or names)."""
+    xs = sorted({r.get(x) for r in rows}, key=_key)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(7, 1.2 * len(xs) + 4), 3.8))
+    for n, (name, mine) in enumerate(_panels(rows, []).items()):
+        mine = sorted(mine, key=lambda r: _key(r.get(x)))
+        pos = [xs.index(r.get(x)) for r in mine]
+        grokked = [(p, r) for p, r in zip(pos, mine) if r["grok_mean"] is not None]
+        if grokked:
+            mean = np.array([r["grok_mean"] for _, r in grokked])
+            spread = [mean - [r["grok_min"] for _, r in grokked], [r["grok_max"] for _, r in grokked] - mean]
+            left.errorbar([p for p, _ in grokked], mean, yerr=spread, marker="o", capsize=4, label=name)
+        right.plot(pos, [r["share_grokked"] if r["share_grokked"] is not None else np.nan for r in mine], "o-",
+                   label=name)  # fmt: skip
+        never = [p for p, r in zip(pos, mine) if r["grok_mean"] is None]
+        if never:
+            left.scatter(never, [0.02 + 0.04 * n] * len(never), marker="x", color="tab:red",
+                         transform=left.get_xaxis_transform(), label=f"{name}: no seed grokked")  # fmt: skip
+    for ax in (left, right):
+        ax.set_xlim(-0.5, len(xs) - 0.5)
+        ax.set_xticks(range(len(xs)), [_text(v) for v in xs], rotation=30)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    left.set_ylabel("grok epoch (mean, min-max over seeds)")
+    right.set_ylabel("share of seeds that grokked")
+    right.set_ylim(-0.05, 1.05)
+    left.set_title(f"{title}: grok epoch by {x}", fontsize=9)
+    right.set_title(f"{title}: share grokked by {x}", fontsize=9)
+    _legend(left, fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sweep(rows: list[dict], axes: list[str], path: Path, title: str) -> None:
+    """The sweep's figure, by what it swept: ratio x weight decay as the phase diagram (one panel per value of any
+    other key); one other axis: grok epoch and share grokked against it; two: a grid; more: a grid of the first
+    two per value of the rest. A swept ratio and the width it became are one axis."""
+    shown = [a for a in axes if not (a == "model.d_model" and "model.ratio" in axes)]
+    ratio_like = [a for a in shown if a in RATIO_AXES]
+    wd_like = [a for a in shown if a in WD_AXES]
+    if not shown or (ratio_like and wd_like):
+        plot_phase_diagram(rows, path, title, [a for a in shown if a not in RATIO_AXES + WD_AXES])
+    elif len(shown) == 1:
+        plot_one_axis(rows, shown[0], path, title)
+    else:
+        plot_grid(rows, shown[0], shown[1], shown[2:], path, title)
 
 
 def _legend(ax, **kwargs) -> None:

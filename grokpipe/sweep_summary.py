@@ -10,6 +10,7 @@ The command exits 1 when any cell failed: the callback ends the process, as it i
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -20,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from grokpipe import split
 from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, exit_status, failed_cells, read_cells, sweep_group
 
-TABLE_FIELDS = ("ratio", "wd", "split", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")
+STATS = ("split", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")
+TABLE_FIELDS = ("ratio", "wd", *STATS)  # a sweep without coordinates (a dir from before cells.json held them)
 CELL_FIELDS = (
     "num",
     "status",
@@ -39,23 +41,45 @@ CELL_FIELDS = (
 )
 
 
+def coordinates(cell: dict) -> dict:
+    """The cell's coordinates (cells.json: its swept keys but the seed); for a sweep dir from before they were
+    recorded, its ratio and weight decay."""
+    if isinstance(cell.get("coords"), dict):
+        return cell["coords"]
+    ratio = cell.get("ratio")
+    return {"ratio": None if ratio is None else round(ratio, 6), "wd": cell.get("wd")}
+
+
+def _order(value) -> tuple:
+    """Sort numbers as numbers and before anything else (an option's name, a list)."""
+    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+
+
+def _one(values: set):
+    return next(iter(values)) if len(values) == 1 else None
+
+
 def table(cells: list[dict]) -> list[dict]:
-    """Per ratio x wd x split protocol: seeds, how many grokked, grok epoch mean/min/max over the seeds that did.
-    Seeds on their own splits and seeds on one split are separate rows (grokpipe.split): never pooled."""
+    """One row per point of the sweep (its coordinates) and split protocol: seeds, how many grokked, grok epoch
+    mean/min/max over the seeds that did. Every row also carries the ratio and weight decay its cells ran at (None
+    where they differ). Seeds on their own splits and seeds on one split are separate rows (grokpipe.split).
+    A cell that never wrote a summary counts as failed in its own row."""
     groups: dict[tuple, list[dict]] = {}
     for c in cells:
-        if c.get("ratio") is not None:
-            protocol = split.of_run(c, c.get("dir")) or ""
-            groups.setdefault((round(c["ratio"], 6), c["wd"], protocol), []).append(c)
+        coords = coordinates(c)
+        protocol = split.of_run(c, c.get("dir")) or ""
+        groups.setdefault((json.dumps(coords), protocol), []).append(c)
     rows = []
-    for (ratio, wd, protocol), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+    for (key, protocol), members in groups.items():
         epochs = [c["grok_epoch"] for c in members if c.get("grok_epoch") is not None]
         done = [c for c in members if c["status"] in SUCCESS]
+        known = split.label(protocol or None, (c.get("split_seed") for c in members))
         rows.append(
             {
-                "ratio": ratio,
-                "wd": wd,
-                "split": split.label(protocol or None, (c.get("split_seed") for c in members)),
+                **json.loads(key),
+                "ratio": _one({round(c["ratio"], 6) for c in members if c.get("ratio") is not None}),
+                "wd": _one({c["wd"] for c in members if c.get("wd") is not None}),
+                "split": known,
                 "n": len(members),
                 "grokked": len(epochs),
                 "share_grokked": round(len(epochs) / len(done), 3) if done else None,
@@ -65,16 +89,30 @@ def table(cells: list[dict]) -> list[dict]:
                 "grok_max": max(epochs) if epochs else None,
             }
         )
+    axes = axes_of(cells)
+    rows.sort(key=lambda r: (*(_order(r.get(k)) for k in axes), r["split"]))
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
+def axes_of(cells: list[dict]) -> list[str]:
+    """The sweep's coordinate keys, in the order its cells name them."""
+    return list(dict.fromkeys(k for c in cells for k in coordinates(c)))
+
+
+def table_fields(axes: list[str]) -> tuple[str, ...]:
+    """The table's columns: the sweep's axes, then the ratio (always: the width it resolved to against the task)
+    and the weight decay where it is not an axis, then the statistics."""
+    extra = [k for k in ("ratio", "wd") if k not in axes and not (k == "wd" and "optim.wd" in axes)]
+    return (*axes, *extra, *STATS)
+
+
+def format_table(rows: list[dict], fields: tuple[str, ...] = TABLE_FIELDS) -> str:
     def cell(v):
         return "-" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
 
-    widths = {k: max(len(k), *(len(cell(r[k])) for r in rows)) for k in TABLE_FIELDS} if rows else {}
-    lines = ["  ".join(k.rjust(widths[k]) for k in TABLE_FIELDS)]
-    lines += ["  ".join(cell(r[k]).rjust(widths[k]) for k in TABLE_FIELDS) for r in rows]
+    widths = {k: max(len(k), *(len(cell(r.get(k))) for r in rows)) for k in fields} if rows else {}
+    lines = ["  ".join(k.rjust(widths[k]) for k in fields)]
+    lines += ["  ".join(cell(r.get(k)).rjust(widths[k]) for k in fields) for r in rows]
     return "\n".join(lines)
 
 
@@ -94,23 +132,27 @@ def _flat_crossings(cell: dict) -> dict:
     return out
 
 
-def cell_fields(cells: list[dict]) -> tuple[str, ...]:
-    """cells.csv's columns: the fixed ones, then the crossings these cells' measures report."""
-    return CELL_FIELDS + tuple(dict.fromkeys(k for c in cells for k in c if k.startswith(("crossed_", "lead_"))))
+def cell_fields(cells: list[dict], axes: list[str] = ()) -> tuple[str, ...]:
+    """cells.csv's columns: the sweep's coordinates, the fixed ones, then the crossings these cells' measures
+    report."""
+    crossings = [k for c in cells for k in c if k.startswith(("crossed_", "lead_"))]
+    return tuple(dict.fromkeys([*axes, *CELL_FIELDS, *crossings]))
 
 
 def summarize(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     """Write the sweep summary files; returns (cells, table rows)."""
-    from grokpipe.sweep_figures import plot_phase_diagram
+    from grokpipe.sweep_figures import plot_sweep
 
     cells = [_flat_crossings(c) for c in read_cells(sweep_dir)]
     for c in cells:  # a run from before summary.json said its split protocol: from its config as written
         c["split"] = split.of_run(c, c.get("dir"))
+        c.update(coordinates(c))  # its coordinates as columns of cells.csv
     rows = table(cells)
-    _write_csv(sweep_dir / "cells.csv", cell_fields(cells), cells)
-    _write_csv(sweep_dir / "sweep_summary.csv", TABLE_FIELDS, rows)
+    axes = axes_of(cells)
+    _write_csv(sweep_dir / "cells.csv", cell_fields(cells, axes), cells)
+    _write_csv(sweep_dir / "sweep_summary.csv", table_fields(axes), rows)
     if rows:
-        plot_phase_diagram(rows, sweep_dir / "phase_diagram.png", title=sweep_dir.name)
+        plot_sweep(rows, axes, sweep_dir / "phase_diagram.png", title=sweep_dir.name)
     return cells, rows
 
 
@@ -126,11 +168,17 @@ def read_boundary(sweep_dir: Path) -> list[dict]:
             for r in rows]  # fmt: skip
 
 
+def _cell(value):
+    """A W&B table cell: a list (betas) as its text, since a column holds one type."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
 def log_to_wandb(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict], cells: list[dict]) -> None:
     """A run of job_type `sweep-summary` in the sweep's group: the table, the cells and the phase diagram."""
     from grokpipe.wandb_log import WandbRun
 
-    fields = cell_fields(cells)
+    axes = axes_of(cells)
+    fields, columns = cell_fields(cells, axes), table_fields(axes)
     config = {
         "logger": {
             **OmegaConf.to_container(cfg.logger, resolve=True),
@@ -147,8 +195,8 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict],
     import wandb
 
     media = {
-        "sweep_summary": wandb.Table(columns=list(TABLE_FIELDS), data=[[r[k] for k in TABLE_FIELDS] for r in rows]),
-        "cells": wandb.Table(columns=list(fields), data=[[c.get(k) for k in fields] for c in cells]),
+        "sweep_summary": wandb.Table(columns=list(columns), data=[[_cell(r.get(k)) for k in columns] for r in rows]),
+        "cells": wandb.Table(columns=list(fields), data=[[_cell(c.get(k)) for k in fields] for c in cells]),
     }
     if (sweep_dir / "phase_diagram.png").exists():
         media["phase_diagram"] = wandb.Image(str(sweep_dir / "phase_diagram.png"))
@@ -175,7 +223,7 @@ class SweepSummary(Callback):
         cells, rows = summarize(sweep_dir)
         failed = failed_cells(cells)
         print(f"\nsweep summary ({len(cells)} cells, {len(failed)} failed): {sweep_dir}")
-        print(format_table(rows))
+        print(format_table(rows, table_fields(axes_of(cells))))
         print(split.sentence([c.get("split") for c in cells]))
         for b in read_boundary(sweep_dir):
             print(

@@ -29,11 +29,13 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from grokpipe import split
 from grokpipe.sweep import (
     BOUNDARY,
     BOUNDARY_FIELDS,
     MISSING,
     PACK_DIRS,
+    PLANNED,
     SUCCESS,
     CellDied,
     read_packs,
@@ -184,6 +186,11 @@ class BoundarySweeper(GridSweeper):
             points.setdefault(int(cfg.model.d_model), cfg.model.d_model / task_size(cfg))
         return [(ratio, f"model.d_model={d}") for d, ratio in sorted(points.items())]
 
+    def _coords(self, v: str, point: tuple[float, str], cfg) -> dict:
+        """A cell's coordinates: the axis value and the searched point (in ratio mode the ratio and its width)."""
+        axis_key, searched = KEYS[self.mode]
+        return {axis_key: _num(v), searched: round(point[0], 6), "model.d_model": int(cfg.model.d_model)}
+
     def _axis_override(self, v: str) -> str:
         return f"{KEYS[self.mode][0]}={v}"
 
@@ -333,12 +340,13 @@ class BoundarySweeper(GridSweeper):
                 overrides = [*fixed, self._axis_override(v), ladder[i][1], f"train.seed={seed}"]
                 cfg = composed[num] = self._compose(overrides, num)
                 cell = {"num": num, "key": self._key(*t), "overrides": overrides,
-                        "dir": str(sweep_dir / str(cfg.hydra.sweep.subdir)), "round": round_no}  # fmt: skip
+                        "dir": str(sweep_dir / str(cfg.hydra.sweep.subdir)), "round": round_no,
+                        "coords": self._coords(v, ladder[i], cfg), "split": split.of_config(cfg.task)}  # fmt: skip
                 state["cells"].append(cell)
             jobs.append(cell)
         state["rounds"].append({"round": round_no, "cells": [c["num"] for c in jobs]})
         (sweep_dir / STATE).write_text(json.dumps(state, indent=1) + "\n")
-        manifest = [{k: c[k] for k in ("num", "overrides", "dir")} for c in state["cells"]]
+        manifest = [{k: c[k] for k in ("num", "overrides", "dir", *PLANNED) if k in c} for c in state["cells"]]
         write_cells(sweep_dir, manifest, keep_packs=True)
         jobs.sort(key=lambda c: c["num"])
         try:

@@ -18,8 +18,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
+from grokpipe import split
 from grokpipe.errors import ConfigError
-from grokpipe.sweep import PACK_DIRS, CellDied, sweep_group, write_cells, write_packs
+from grokpipe.sweep import PACK_DIRS, CellDied, coordinates, sweep_group, write_cells, write_packs
 
 log = logging.getLogger(__name__)
 ELLIPSIS = "..."
@@ -149,7 +150,8 @@ class GridSweeper(BasicSweeper):
         for num, overrides in enumerate(cells):
             where = " ".join(o for o in overrides if o.split("=", 1)[0] in swept)
             cfg = self.compose_cell(overrides, num, f"cell {num} ({where})")
-            manifest.append({"num": num, "overrides": list(overrides), "dir": str(sweep_dir / cfg.hydra.sweep.subdir)})
+            entry = {"num": num, "overrides": list(overrides), "dir": str(sweep_dir / cfg.hydra.sweep.subdir)}
+            manifest.append({**entry, "coords": coordinates(overrides, swept, cfg), "split": split.of_config(cfg.task)})
             composed.append((list(overrides), cfg))
         write_cells(sweep_dir, manifest)
         log.info(f"{len(cells)} cells checked; launching")

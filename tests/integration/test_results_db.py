@@ -21,7 +21,7 @@ from grokpipe.sweep import sweep_group
 pytestmark = pytest.mark.xdist_group("results_sweeps")
 
 TABLES = ("experiments", "runs", "metrics")
-VIEWS = ("run_summary", "ratio_sweep_stats", "phase_boundary", "experiment_overview")
+VIEWS = ("run_summary", "ratio_sweep_stats", "phase_boundary", "sweep_cells", "experiment_overview")
 
 
 def rows(db: Path, table: str, order: str = "") -> list[tuple]:

@@ -271,3 +271,44 @@ def test_pack_auto_packs_gpu_cells_and_narrow_cpu_grids_only(tmp_path):
         assert "pack=auto: one job per cell" in r.stderr + r.stdout and not (sweep / PACKS).exists()
     bad = launch(["-m", *TINY, "train.seed=0,1", "hydra.sweeper.pack=maybe", f"hydra.sweep.dir={sweep}2"], cwd=tmp_path)
     assert bad.returncode == 2 and "hydra.sweeper.pack=maybe is not allowed: true, false or auto" in bad.stderr
+
+
+def test_a_sweep_is_summarised_by_its_own_axes(tmp_path):
+    """optimiser x lr: four rows with the seeds aggregated (not one ratio x wd row), in the table, sweep_summary.csv,
+    cells.csv, the database's sweep_cells view and a grid figure; a cell killed before it wrote anything is a
+    failure in its own row."""
+    import sqlite3
+
+    from grokpipe.sweep_summary import summarize
+
+    sweep = tmp_path / "sw"
+    args = ["-m", "optim=adamw,muon", "optim.lr=1e-3,3e-3", "train.seed=0,1", *TINY, "hydra/launcher=local"]
+    r = launch([*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    coords = [c["coords"] for c in json.loads((sweep / "cells.json").read_text())]
+    assert {json.dumps(c) for c in coords} == {json.dumps({"optim": o, "optim.lr": lr}) for o in ("adamw", "muon")
+                                               for lr in (0.001, 0.003)}  # fmt: skip
+    header, *lines = [line.split() for line in r.stdout.split("sweep summary")[1].splitlines()[1:6]]
+    assert header[:3] == ["optim", "optim.lr", "ratio"] and "wd" in header
+    expected = [["adamw", "0.001"], ["adamw", "0.003"], ["muon", "0.001"], ["muon", "0.003"]]
+    assert [line[:2] for line in lines] == expected
+    rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
+    assert [(x["optim"], float(x["optim.lr"]), x["n"]) for x in rows] == [
+        ("adamw", 0.001, "2"), ("adamw", 0.003, "2"), ("muon", 0.001, "2"), ("muon", 0.003, "2")
+    ]  # fmt: skip
+    cells = list(csv.DictReader(open(sweep / "cells.csv")))
+    assert {(x["optim"], x["optim.lr"]) for x in cells} == {(x["optim"], x["optim.lr"]) for x in rows}
+    with sqlite3.connect(sweep / "experiments.db") as con:
+        view = con.execute("SELECT coords, n, split FROM sweep_cells").fetchall()
+    assert sorted((json.loads(c)["optim"], json.loads(c)["optim.lr"], n, s) for c, n, s in view) == [
+        ("adamw", 0.001, 2, "seed"), ("adamw", 0.003, 2, "seed"), ("muon", 0.001, 2, "seed"), ("muon", 0.003, 2, "seed")
+    ]  # fmt: skip
+    assert (sweep / "phase_diagram.png").stat().st_size > 5000
+    # a cell whose process was killed before it wrote a file: a failure in its own row, not a row lost
+    killed = next(c for c in json.loads((sweep / "cells.json").read_text()) if c["coords"]["optim"] == "muon")
+    for f in sorted((sweep / str(killed["num"])).rglob("*"), reverse=True):
+        f.unlink() if f.is_file() else f.rmdir()
+    _, table = summarize(sweep)
+    (row,) = [t for t in table if t["failed"]]
+    assert (row["optim"], row["optim.lr"]) == ("muon", killed["coords"]["optim.lr"])
+    assert (row["n"], row["failed"], row["split"]) == (2, 1, "by seed") and len(table) == 4
