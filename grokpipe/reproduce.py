@@ -184,7 +184,8 @@ def reproduce(
             cfg.train["max_steps" if cfg.train.get("max_steps") else "max_epochs"] = epochs
         if cfg.train.get("threads") is None and recorded and recorded.get("threads"):
             cfg.train.threads = recorded["threads"]  # a CPU run's bits depend on the thread count
-        cfg.logger = OmegaConf.create({"name": "none", "group": cfg.logger.get("group")})
+        none = {"_target_": "grokpipe.loggers.none.NoLogger", "name": "none", "group": cfg.logger.get("group")}
+        cfg.logger = OmegaConf.create(none)
     (out_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, out_dir / ".hydra" / "config.yaml")
     overrides = run_dir / ".hydra" / "overrides.yaml"

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from grokpipe import provenance, split
 from grokpipe.errors import ConfigError
+from grokpipe.loggers import build_logger
 from grokpipe.outputs import (
     MetricsLog,
     check_storage,
@@ -111,13 +112,10 @@ class RunRecord:
         check_storage(self.run_dir, need_bytes=need)
         self.provenance = provenance.record(self.run_dir, device, tc.precision, start_epoch)
         self.metrics = MetricsLog(self.run_dir / "metrics.csv", fields, resume_epoch=start_epoch)
-        if self.cfg.logger.name == "wandb":
-            from grokpipe.wandb_log import WandbRun
-
-            resolved = OmegaConf.to_container(self.cfg, resolve=True)
-            resolved["ratio"] = self.ratio
-            resolved["provenance"] = self.provenance
-            self.logger = WandbRun(resolved, self.run_dir, self.name, concurrent=concurrent)
+        resolved = OmegaConf.to_container(self.cfg, resolve=True)
+        resolved["ratio"] = self.ratio
+        resolved["provenance"] = self.provenance
+        self.logger = build_logger(self.cfg.logger).start(resolved, self.run_dir, self.name, concurrent=concurrent)
 
     # ---------------------------------------------------------------- during the run
     def record(self, row: dict) -> None:

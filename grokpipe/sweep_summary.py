@@ -1,8 +1,9 @@
 """The end of a sweep: one table and one phase diagram from every cell's summary.json.
 
-Written to the sweep dir: sweep_summary.csv (one row per ratio x wd x split protocol), cells.csv (one row per
-cell, failed ones with their error, and crossed_<column>/lead_<column>: the epoch each thresholded measure
-crossed and its lead over the grok), phase_diagram.png; a W&B run in the sweep's group holds both.
+Written to the sweep dir: sweep_summary.csv (one row per point of the sweep's own axes and split protocol),
+cells.csv (one row per cell, failed ones with their error, and crossed_<column>/lead_<column>: the epoch each
+thresholded measure crossed and its lead over the grok), phase_diagram.png; the logger (grokpipe.loggers: W&B's
+run in the sweep's group) holds them too.
 The sweep dir's cells.json (grokpipe.sweep, written by the sweeper before launch) says which cells to expect.
 The command exits 1 when any cell failed: the callback ends the process, as it is the last thing Hydra runs.
 """
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from grokpipe import split
 from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, exit_status, failed_cells, read_cells, sweep_group
@@ -168,48 +169,25 @@ def read_boundary(sweep_dir: Path) -> list[dict]:
             for r in rows]  # fmt: skip
 
 
-def _cell(value):
-    """A W&B table cell: a list (betas) as its text, since a column holds one type."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
-def log_to_wandb(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict], cells: list[dict]) -> None:
-    """A run of job_type `sweep-summary` in the sweep's group: the table, the cells and the phase diagram."""
-    from grokpipe.wandb_log import WandbRun
+def log_summary(cfg: DictConfig, sweep_dir: Path, group: str, rows: list[dict], cells: list[dict]) -> None:
+    """The sweep's end to its logger (grokpipe.loggers: W&B's is a run of job_type `sweep-summary` in the sweep's
+    group): the table, the cells, the figures and the counts."""
+    from grokpipe.loggers import build_logger
 
     axes = axes_of(cells)
     fields, columns = cell_fields(cells, axes), table_fields(axes)
-    config = {
-        "logger": {
-            **OmegaConf.to_container(cfg.logger, resolve=True),
-            "group": group,
-            "job_type": "sweep-summary",
-            "tags": ["sweep-summary"],
-        },
-        "sweep_dir": str(sweep_dir),
-        "task": {"op": cfg.task.op, "p": cfg.task.p},
+    tables = {
+        "sweep_summary": (columns, [[r.get(k) for k in columns] for r in rows]),
+        "cells": (fields, [[c.get(k) for k in fields] for c in cells]),
     }
-    run = WandbRun(config, sweep_dir, f"summary-{group}")
-    if run.run is None:
-        return
-    import wandb
-
-    media = {
-        "sweep_summary": wandb.Table(columns=list(columns), data=[[_cell(r.get(k)) for k in columns] for r in rows]),
-        "cells": wandb.Table(columns=list(fields), data=[[_cell(c.get(k)) for k in fields] for c in cells]),
-    }
-    if (sweep_dir / "phase_diagram.png").exists():
-        media["phase_diagram"] = wandb.Image(str(sweep_dir / "phase_diagram.png"))
+    images = {"phase_diagram": sweep_dir / "phase_diagram.png"}
     boundary = read_boundary(sweep_dir)
     if boundary:  # a boundary search: its table and its figure beside the grid's
-        media["boundary"] = wandb.Table(
-            columns=list(BOUNDARY_FIELDS), data=[[b[k] for k in BOUNDARY_FIELDS] for b in boundary]
-        )
-        if (sweep_dir / "boundary.png").exists():
-            media["boundary_diagram"] = wandb.Image(str(sweep_dir / "boundary.png"))
-    run.log({"epoch": 0, **media})
-    failed = failed_cells(cells)
-    run.finish({"n_cells": len(cells), "n_failed": len(failed), "n_grokked": sum(r["grokked"] for r in rows)})
+        tables["boundary"] = (BOUNDARY_FIELDS, [[b[k] for k in BOUNDARY_FIELDS] for b in boundary])
+        images["boundary_diagram"] = sweep_dir / "boundary.png"
+    totals = {"n_cells": len(cells), "n_failed": len(failed_cells(cells)), "n_grokked": sum(r["grokked"] for r in rows)}
+    config = {"sweep_dir": str(sweep_dir), "task": {"op": cfg.task.get("op"), "p": cfg.task.get("p")}}
+    build_logger(cfg.logger).sweep_summary(config, sweep_dir, group, tables, images, totals)
 
 
 class SweepSummary(Callback):
@@ -232,8 +210,7 @@ class SweepSummary(Callback):
             )
         for c in failed:
             print(f"  cell {c['num']} {c['status']}: {c.get('error')}  ({c['dir']})")
-        if config.logger.name == "wandb":
-            log_to_wandb(config, sweep_dir, config.logger.get("group") or sweep_group(sweep_dir), rows, cells)
+        log_summary(config, sweep_dir, config.logger.get("group") or sweep_group(sweep_dir), rows, cells)
         if any(Path(c["dir"]).is_dir() for c in cells):
             from grokpipe.results_db import build_sweep_db
 

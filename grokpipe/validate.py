@@ -1,7 +1,7 @@
 """Every check on a composed config, run before anything heavy. An error names the key, the value, what is allowed.
 
-Each group's keys are checked against the schema of the part its `_target_` names (grokpipe.schema); `train` and
-`logger` have theirs here. Then the checks across keys, then the estimate of the memory the run needs.
+Each group's keys are checked against the schema of the part its `_target_` names (grokpipe.schema), the logger's
+too; `train` has its schema here. Then the checks across keys, then the estimate of the memory the run needs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from grokpipe.errors import ConfigError
-from grokpipe.schema import Anything, Bool, Choice, Float, Int, Nullable, Str, check_node
+from grokpipe.schema import Bool, Choice, Float, Int, Nullable, check_node
 from grokpipe.wandb_log import SECRET_KEY
 
 PARTS = ("task", "model", "loss", "optim")
@@ -36,20 +36,6 @@ TRAIN_SCHEMA = {
     "print_every": Int(0, 10**9),
     "plot": Bool(),
 }
-LOGGER_SCHEMAS = {
-    "none": {"name": Choice(("none",)), "group": Nullable(Str())},  # the group names the sweep in the results db
-    "wandb": {
-        "name": Choice(("wandb",)),
-        "project": Str(),
-        "entity": Nullable(Str()),
-        "mode": Choice(("auto", "online", "offline")),
-        "init_timeout": Float(0, 3600, lo_open=True),
-        "error_reporting": Bool(),
-        "group": Nullable(Str()),
-        "job_type": Nullable(Str()),
-        "tags": Anything(),
-    },
-}
 # what the memory a model needs grows with
 MODEL_SIZE_KEYS = ("d_model", "hidden", "hidden_size", "n_layers", "ff_mult")
 REQUIRED_MEASURES = {"loss": "train_loss (divergence)", "task_metrics": "the task's criterion"}
@@ -67,9 +53,10 @@ def _plain(cfg: DictConfig, group: str) -> dict:
     return node
 
 
-def part_class(cfg: DictConfig, group: str, path: str | None = None) -> type:
-    """The class `cfg[group]._target_` names: one declaring its keys' SCHEMA (ConfigError when there is none).
-    `path` is the node's key in the whole config where it is not the group (a measure: `measures.<name>`)."""
+def part_class(cfg: DictConfig, group: str, path: str | None = None, base: type | None = None) -> type:
+    """The class `cfg[group]._target_` names: one declaring its keys' SCHEMA (ConfigError when there is none), and a
+    subclass of `base` where given (a logger). `path` is the node's key in the whole config where it is not the group
+    (a measure: `measures.<name>`)."""
     import importlib
 
     path = path or group
@@ -83,6 +70,8 @@ def part_class(cfg: DictConfig, group: str, path: str | None = None) -> type:
     except Exception:  # noqa: BLE001 - a module path can fail to import in any way
         found = None
     if not isinstance(found, type) or not isinstance(getattr(found, "SCHEMA", None), dict):
+        found = None
+    if found is None or (base is not None and not issubclass(found, base)):
         raise ConfigError(f"{path}._target_={target!r} is not allowed: no such class (see {conf})")
     return found
 
@@ -128,11 +117,9 @@ def prepare(cfg: DictConfig) -> None:
         if group == "model" and node.get("ratio") is not None:
             node = {**node, "d_model": 1}  # derived below from the ratio
         check_node(node, classes[group].SCHEMA, group)
-    logger = _plain(cfg, "logger")
-    name = logger.get("name")
-    if name not in LOGGER_SCHEMAS:
-        raise ConfigError(f"logger.name={name!r} is not allowed: one of {', '.join(LOGGER_SCHEMAS)}")
-    check_node(logger, LOGGER_SCHEMAS[name], "logger")
+    from grokpipe.loggers import Logger
+
+    check_node(_plain(cfg, "logger"), part_class(cfg, "logger", base=Logger).SCHEMA, "logger")
     measures = _plain(cfg, "measures")
     for key, node in measures.items():
         if not isinstance(node, dict):

@@ -178,8 +178,9 @@ TRAIN = {
     "plot": True,
 }
 LOGGER = {
-    "none": {"name": "none", "group": None},
+    "none": {"_target_": "grokpipe.loggers.none.NoLogger", "name": "none", "group": None},
     "wandb": {
+        "_target_": "grokpipe.loggers.wandb.Wandb",
         "name": "wandb",
         "project": "grokpipe",
         "entity": None,
@@ -191,6 +192,7 @@ LOGGER = {
         "tags": ["${task.name}", "${model.name}"],
     },
 }
+LOGGER_BY_TARGET = {keys["_target_"]: name for name, keys in LOGGER.items()}  # a logger is chosen by its class
 
 
 def composed(options: dict) -> dict:
@@ -404,7 +406,7 @@ def option_ok(group: str, value) -> bool:
 
 def known_keys(cfg: dict, measures: list[str]) -> tuple[set[str], set[str]]:
     """(the keys the chosen parts declare, the selector keys naming no part). A part is chosen by its `_target_`,
-    the logger by its name; a measure appended without one has no class."""
+    the logger too; a measure appended without one has no class."""
     known, bad = {f"train.{k}" for k in TRAIN}, set()
     for group in ("model", "task", "loss", "optim"):
         target = cfg[f"{group}._target_"]
@@ -413,11 +415,11 @@ def known_keys(cfg: dict, measures: list[str]) -> tuple[set[str], set[str]]:
         else:
             bad.add(f"{group}._target_")
             known |= {k for k in cfg if k.startswith(f"{group}.")}  # nothing else of it is read
-    name = cfg["logger.name"]
-    if isinstance(name, str) and name in LOGGER:
-        known |= {f"logger.{k}" for k in LOGGER[name]}
+    target = cfg.get("logger._target_")
+    if isinstance(target, str) and target in LOGGER_BY_TARGET:
+        known |= {f"logger.{k}" for k in LOGGER[LOGGER_BY_TARGET[target]]}
     else:
-        bad.add("logger.name")
+        bad.add("logger._target_")
         known |= {k for k in cfg if k.startswith("logger.")}
     for m in {k.split(".")[1] for k in cfg if k.startswith("measures.")}:
         own = MEASURE_NODES[m][1] if m in MEASURE_NODES else {}
@@ -504,6 +506,8 @@ def judge(drawn: dict) -> Verdict:
         ok = MEASURE_DOMAIN.get(k.split(".")[-1]) if k.startswith("measures.") else DOMAIN.get(k)
         if frac and k in ("task.generalize_at", "task.memorize_at"):
             ok = MAE_DOMAIN
+        if k == "logger.name":  # a logger's name is its option's own: the class's
+            ok = lambda v: v == LOGGER_BY_TARGET.get(cfg.get("logger._target_"))  # noqa: E731
         ok = ok or (lambda _: True)  # the classes and interpolations: checked as selectors, or not at all
         if not ok(v):
             bad.add(k)
@@ -727,7 +731,9 @@ def value_of(r: random.Random, key: str, cfg: dict):
     """Mostly a value well inside the key's domain, else one of its edges, else anything of any type."""
     bare = key.lstrip("+")
     usual, edges = VALUES.get(bare) or VALUES.get(bare.rsplit(".", 1)[-1]) or (None, [])
-    if bare.endswith("._target_"):  # its own class, or one declaring the same keys
+    if bare == "logger._target_":  # its own class; another logger's, or a part's, is an edge
+        usual, edges = some(cfg[bare]), [*edges, *LOGGER_BY_TARGET, *CLASSES]
+    elif bare.endswith("._target_"):  # its own class, or one declaring the same keys
         usual = some(*[c for c in CLASSES if CLASSES[c] == CLASSES[cfg[bare]]])
         edges = [*edges, *CLASSES]
     x = r.random()
@@ -890,7 +896,7 @@ EXAMPLES = [
     {"optim.betas": [0.9]},
     {"optim.betas": [1.0, 0.9]},
     {"+train.unknown": 1},
-    {"logger.name": "wandb"},  # the wandb logger's keys are missing: the line names the first
+    {"logger.name": "wandb"},  # a name that is not its class's: the line names it
     {"train.seed": 2**63 - 1, "task.split_seed": 2**63 - 1},
     {"optim.lr": 1e3},  # may diverge
     {"task.generalize_at": 0.0, "train.grok_window": 2},  # must grok at the second evaluation
