@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +23,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from grokpipe import checkpoint
 from grokpipe.models import build_model
-from grokpipe.outputs import load_checkpoint, read_metrics
+from grokpipe.outputs import read_metrics
 from grokpipe.tasks import TaskSpec, build_task
 from grokpipe.validate import apply_ratio
 
-CHECKPOINT = re.compile(r"epoch_(\d+)\.pt")
 ANALYSIS_FIELDS = (
     "epoch",
     "within_cos",
@@ -62,23 +61,18 @@ def load_run_config(run_dir: Path) -> DictConfig:
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(epoch, path) of every kept checkpoint, in epoch order, then last.pt unless its epoch is already listed."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    found = sorted((int(m.group(1)), p) for p in ckpt_dir.glob("epoch_*.pt") if (m := CHECKPOINT.fullmatch(p.name)))
-    last = ckpt_dir / "last.pt"
-    if last.exists():
-        epoch = int(load_checkpoint(last)["epoch"])
-        if epoch not in {e for e, _ in found}:
-            found.append((epoch, last))
+    """(epoch, path) of every kept checkpoint, in epoch order, then last.pt (grokpipe.checkpoint); AnalysisError
+    when the run has none."""
+    found = checkpoint.list_checkpoints(run_dir)
     if not found:
         raise AnalysisError(f"{run_dir} has no checkpoints (checkpoints/epoch_*.pt or checkpoints/last.pt)")
-    return sorted(found)
+    return found
 
 
 def load_model(cfg: DictConfig, spec: TaskSpec, path: Path) -> nn.Module:
     """The model of one checkpoint, in eval mode on the CPU."""
     model = build_model(cfg.model, spec)
-    model.load_state_dict(load_checkpoint(path)["model"])
+    model.load_state_dict(checkpoint.read(path).model)
     return model.eval()
 
 

@@ -3,9 +3,8 @@
 metrics.csv   one row per evaluation: epoch, the enabled measures' columns, elapsed
 summary.json  status, grokked, grok_epoch, memorized_epoch, final accuracies, epochs_run, wall_seconds,
               ratio = d_model / p, and the key hyperparameters
-checkpoints/  last.pt (the latest), last.prev.pt (the one before, kept in case last.pt is damaged) and
-              epoch_NNNNNNN.pt (every train.checkpoint_every epochs): model, optimizer, scheduler, filter
-              and RNG states, epoch, elapsed seconds, status, and the identity of the config that made it
+checkpoints/  what a checkpoint holds, its file names, save, load and listing: grokpipe.checkpoint (written
+              through `atomic_write` here)
 """
 
 from __future__ import annotations
@@ -15,13 +14,8 @@ import errno
 import io
 import json
 import os
-import random
 import shutil
-import sys
 from pathlib import Path
-
-import numpy as np
-import torch
 
 # the columns of the default measures on a modular (a + b) task (conf/config.yaml); a run's own columns
 # follow from its enabled measures (grokpipe.measures.columns)
@@ -163,82 +157,3 @@ def read_metrics(path: Path) -> list[dict]:
 
 def write_summary(path: Path, summary: dict) -> None:
     atomic_write(path, lambda fh: fh.write((json.dumps(summary, indent=2) + "\n").encode()))
-
-
-def rng_state() -> dict:
-    """Every RNG as tensors and plain values, so the checkpoint loads with weights_only=True."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
-    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: torch.save(state, fh))
-
-
-def save_latest(path: Path, state: dict) -> None:
-    """Write checkpoints/last.pt; the one it replaces becomes last.prev.pt only once the new one is safe, so a
-    failure at any byte of the write leaves last.pt as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: torch.save(state, fh), keep_previous=path.with_name("last.prev.pt"))
-
-
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Tensors and plain containers only: a checkpoint from elsewhere cannot run code."""
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def load_latest(ckpt_dir: Path, map_location="cpu") -> dict | None:
-    """The newest readable checkpoint: last.pt, else last.prev.pt, else the newest epoch_*.pt; None if none.
-
-    A damaged file (torn by a kill, truncated, corrupted) is skipped with a message naming it."""
-    candidates = [ckpt_dir / "last.pt", ckpt_dir / "last.prev.pt", *sorted(ckpt_dir.glob("epoch_*.pt"), reverse=True)]
-    damaged = []
-    for path in candidates:
-        if not path.exists():
-            continue
-        try:
-            state = load_checkpoint(path, map_location)
-            if not {"model", "optimizer", "epoch"} <= set(state):
-                raise ValueError("keys missing")
-        except Exception as exc:  # any damage means: try the one before
-            damaged.append(f"{path.name} ({type(exc).__name__})")
-            continue
-        if damaged:
-            print(
-                f"warning: unreadable checkpoint {', '.join(damaged)}; resuming from {path.name} "
-                f"(epoch {state['epoch']})",
-                file=sys.stderr,
-                flush=True,
-            )
-        return state
-    if damaged:
-        print(f"warning: no readable checkpoint ({', '.join(damaged)}); starting from scratch", file=sys.stderr)
-    return None
-
-
-def load_at(ckpt_dir: Path, epoch: int, map_location="cpu") -> dict | None:
-    """A readable checkpoint of exactly `epoch` (last.pt, last.prev.pt or epoch_*.pt); None if there is none."""
-    for path in [ckpt_dir / "last.pt", ckpt_dir / "last.prev.pt", ckpt_dir / f"epoch_{epoch:07d}.pt"]:
-        if not path.exists():
-            continue
-        try:
-            state = load_checkpoint(path, map_location)
-        except Exception:  # damaged: not this one
-            continue
-        if state.get("epoch") == epoch and {"model", "optimizer"} <= set(state):
-            return state
-    return None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from grokpipe import checkpoint
 from grokpipe.errors import ConfigError
 from grokpipe.outputs import read_metrics, write_summary
 
@@ -88,22 +89,10 @@ def compare_weights(original: Path, rerun: Path) -> list[dict]:
     """Every checkpoint epoch both runs kept: are the weights bit for bit the same (else the largest difference)."""
     import torch
 
-    def kept(run: Path) -> dict[int, Path]:
-        found = {}
-        for path in sorted((run / "checkpoints").glob("*.pt")):
-            if path.name.startswith("."):
-                continue
-            try:
-                found.setdefault(torch.load(path, map_location="cpu", weights_only=True)["epoch"], path)
-            except Exception:  # unreadable or not ours: nothing to compare
-                continue
-        return found
-
-    a, b = kept(original), kept(rerun)
+    a, b = checkpoint.by_epoch(original), checkpoint.by_epoch(rerun)
     out = []
     for epoch in sorted(set(a) & set(b)):
-        wa = torch.load(a[epoch], map_location="cpu", weights_only=True)["model"]
-        wb = torch.load(b[epoch], map_location="cpu", weights_only=True)["model"]
+        wa, wb = checkpoint.read(a[epoch]).model, checkpoint.read(b[epoch]).model
         same = wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
         diff = None
         if not same and wa.keys() == wb.keys():
@@ -130,6 +119,7 @@ def recorded_config(run_dir: Path) -> DictConfig:
     if "pack" in cfg:
         del cfg["pack"]
     _fill_train_defaults(cfg)
+    _fill_logger_target(cfg)
     try:
         prepare(cfg)
     except ConfigError as exc:
@@ -138,13 +128,29 @@ def recorded_config(run_dir: Path) -> DictConfig:
     return cfg
 
 
+def _conf_file(relative: str) -> Path | None:
+    """A file of conf/: of this checkout, or of the dir an install runs from."""
+    places = (Path(__file__).resolve().parent.parent, Path.cwd())
+    return next((p / "conf" / relative for p in places if (p / "conf" / relative).is_file()), None)
+
+
+def _fill_logger_target(cfg: DictConfig) -> None:
+    """A run made before the logger was a part names its logger only: the class is today's option of that name."""
+    logger = cfg.get("logger")
+    if not isinstance(logger, DictConfig) or logger.get("_target_") is not None:
+        return
+    option = _conf_file(f"logger/{logger.get('name')}.yaml")
+    if option is not None:
+        with open_dict(cfg):
+            cfg.logger["_target_"] = OmegaConf.load(option)["_target_"]
+
+
 def _fill_train_defaults(cfg: DictConfig) -> None:
     """train keys added since the run was made take today's defaults (they change how, not what, it trains)."""
-    places = (Path(__file__).resolve().parent.parent, Path.cwd())  # a checkout, or an install run from its dir
-    found = [p / "conf" / "train" / "default.yaml" for p in places if (p / "conf" / "train" / "default.yaml").exists()]
-    if not found or "train" not in cfg or not isinstance(cfg.train, DictConfig):
+    found = _conf_file("train/default.yaml")
+    if found is None or "train" not in cfg or not isinstance(cfg.train, DictConfig):
         return  # the validation names what is missing
-    defaults = OmegaConf.load(found[0])
+    defaults = OmegaConf.load(found)
     missing = [k for k in defaults if k not in cfg.train]
     if missing:
         with open_dict(cfg):

@@ -8,19 +8,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from grokpipe import provenance, split
+from grokpipe import checkpoint, provenance, split
+from grokpipe.checkpoint import Checkpoint, load_at, load_latest, rng_state
+from grokpipe.checkpoint import save as save_checkpoint
 from grokpipe.errors import ConfigError
 from grokpipe.loggers import build_logger
-from grokpipe.outputs import (
-    MetricsLog,
-    check_storage,
-    load_at,
-    load_latest,
-    rng_state,
-    save_checkpoint,
-    save_latest,
-    write_summary,
-)
+from grokpipe.outputs import MetricsLog, check_storage, write_summary
 
 FINISHED = ("grokked", "completed", "diverged")
 IDENTITY_TRAIN_KEYS = ("seed", "batch_size", "precision", "eval_every")
@@ -65,7 +58,7 @@ class RunRecord:
     def __init__(self, cfg: DictConfig, run_dir: Path, task) -> None:
         self.cfg, self.run_dir, self.task = cfg, Path(run_dir), task
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.ckpt_dir = self.run_dir / checkpoint.DIR
         self.name = run_name(cfg, task)
         self.ratio = cfg.model.d_model / task.size
         self.metrics: MetricsLog | None = None
@@ -81,27 +74,27 @@ class RunRecord:
         if ckpt is None:
             return None
         mine = identity(self.cfg)
-        if ckpt.get("config") != mine:
-            theirs = ckpt.get("config") or {}
+        if ckpt.config != mine:
+            theirs = ckpt.config or {}
             differ = sorted(k for k in mine if theirs.get(k) != mine[k])
             raise ConfigError(
                 f"{self.run_dir} holds a run of another config (differs in: {', '.join(differ)}); "
                 "launch into a new dir or remove it"
             )
-        if not isinstance(ckpt.get("optimizer"), dict) or "steps" not in ckpt["optimizer"]:
+        if not isinstance(ckpt.optimizer, dict) or "steps" not in ckpt.optimizer:
             raise ConfigError(f"{self.run_dir} holds a checkpoint of an older grokpipe; launch into a new dir")
-        self.prior_seconds, self.saved_epoch = ckpt["elapsed"], ckpt["epoch"]
+        self.prior_seconds, self.saved_epoch = ckpt.elapsed, ckpt.epoch
         return ckpt
 
-    def load_at(self, epoch: int, device) -> dict | None:
+    def load_at(self, epoch: int, device) -> Checkpoint | None:
         return load_at(self.ckpt_dir, epoch, map_location=device)
 
     @staticmethod
-    def finished(ckpt: dict | None, last: int) -> bool:
+    def finished(ckpt: Checkpoint | None, last: int) -> bool:
         """A checkpoint that ended its run: grokked or diverged, or completed at this budget (`last`, its unit's)."""
-        if ckpt is None or ckpt["status"] not in FINISHED:
+        if ckpt is None or ckpt.status not in FINISHED:
             return False
-        return ckpt["status"] != "completed" or ckpt["epoch"] >= last
+        return ckpt.status != "completed" or ckpt.epoch >= last
 
     def open(self, start_epoch: int, fields: tuple[str, ...], param_bytes: int, device, concurrent: bool) -> None:
         """Check the storage, write the provenance, open metrics.csv (keeping the rows up to `start_epoch`) and the
@@ -127,21 +120,13 @@ class RunRecord:
     def checkpoint(self, kind: str, epoch: int, model: dict, optimizer: dict, shuffle, elapsed: float) -> None:
         """What a checkpoint holds: the model's state_dict, the optimiser's state for this run, the shuffle and
         global RNG states, the epoch, elapsed seconds, status and the config's identity. `kind`: last or kept."""
-        state = {
-            "model": model,
-            "optimizer": optimizer,
-            "shuffle": shuffle,
-            "rng": rng_state(),
-            "epoch": epoch,
-            "elapsed": elapsed,
-            "status": self.status,
-            "config": identity(self.cfg),
-        }
+        state = Checkpoint(
+            model=model, optimizer=optimizer, shuffle=shuffle, rng=rng_state(), epoch=epoch, elapsed=elapsed,
+            status=self.status, config=identity(self.cfg),
+        )  # fmt: skip
+        save_checkpoint(self.ckpt_dir, kind, state)
         if kind == "last":
-            save_latest(self.ckpt_dir / "last.pt", state)
             self.saved_epoch = epoch
-        else:
-            save_checkpoint(self.ckpt_dir / f"epoch_{epoch:07d}.pt", state)
 
     # ---------------------------------------------------------------- the end
     def summarize(self, outcome: dict, epoch: int, wall_seconds: float, n_params: int, device) -> dict:

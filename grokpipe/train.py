@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
+from grokpipe.checkpoint import DIR, LAST, set_rng_state
 from grokpipe.device import keep_freed_memory, pick_device
 from grokpipe.errors import ConfigError
 from grokpipe.losses import build_loss
 from grokpipe.measures import Evaluation, build_measures, columns, first_crossings
 from grokpipe.models import build_model
 from grokpipe.optim import build_optimizer
-from grokpipe.outputs import StorageError, set_rng_state
+from grokpipe.outputs import StorageError
 from grokpipe.packing import check_packable
 from grokpipe.progress_bar import ProgressBar
 from grokpipe.provenance import cpu_info
@@ -135,7 +136,7 @@ def _align(records: list[RunRecord], ckpts: list, device) -> int:
     """The epoch every member resumes from. A pack killed while writing its members' checkpoints leaves some a
     checkpoint ahead; those go back to their checkpoint of the earliest member's epoch (last.prev.pt or a kept one,
     or fresh at epoch 0), so the pack resumes together. Raises ConfigError if one has none."""
-    starts = [0 if c is None else c["epoch"] for c in ckpts]
+    starts = [0 if c is None else c.epoch for c in ckpts]
     start = min(starts)
     for n, (rec, epoch) in enumerate(zip(records, starts)):
         if epoch == start:
@@ -148,7 +149,7 @@ def _align(records: list[RunRecord], ckpts: list, device) -> int:
             )
         print(f"{rec.run_dir}: back from epoch {epoch} to {start}, where the rest of the pack resumes", flush=True)
         ckpts[n] = ckpt
-        rec.prior_seconds = 0.0 if ckpt is None else ckpt["elapsed"]
+        rec.prior_seconds = 0.0 if ckpt is None else ckpt.elapsed
     return start
 
 
@@ -175,11 +176,11 @@ class Loop:
         self.shuffles = [torch.Generator().manual_seed(r.cfg.train.seed) for r in records]
         for i, ckpt in enumerate(ckpts):
             if ckpt is not None:
-                self.stack.load_member(i, ckpt["model"])
-                self.optimizer.load_member(i, ckpt["optimizer"])
-                self.shuffles[i].set_state(ckpt["shuffle"])
+                self.stack.load_member(i, ckpt.model)
+                self.optimizer.load_member(i, ckpt.optimizer)
+                self.shuffles[i].set_state(ckpt.shuffle)
                 if len(records) == 1:
-                    set_rng_state(ckpt["rng"])
+                    set_rng_state(ckpt.rng)
         self.rule = StoppingRule(self.task, tc.grok_window, [r.cfg.train.patience for r in records], device)
         for i, rec in enumerate(records):
             rec.open(start, self.fields, self.n_params * self.stack.flat.element_size(), device, len(records) > 1)
@@ -293,7 +294,7 @@ class Loop:
             for rec in records:
                 rec.abandon()
             saved = min(r.saved_epoch for r in records)
-            where = records[0].ckpt_dir / "last.pt" if len(records) == 1 else "each member's checkpoints/last.pt"
+            where = records[0].ckpt_dir / LAST if len(records) == 1 else f"each member's {DIR}/{LAST}"
             kept = (
                 f"last good checkpoint: {where} ({self.count} {saved})"
                 if saved

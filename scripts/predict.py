@@ -52,9 +52,9 @@ def predict(run_dir: Path, a_text: str, b_text: str) -> str:
     import torch
     from omegaconf import OmegaConf
 
+    from grokpipe.checkpoint import load_checkpoint
     from grokpipe.errors import ConfigError
     from grokpipe.models import build_model
-    from grokpipe.outputs import load_checkpoint
     from grokpipe.tasks import build_task
     from grokpipe.validate import apply_ratio, task_size
 

@@ -31,7 +31,8 @@ from helpers import (
     without_elapsed,
 )
 
-from grokpipe.outputs import load_checkpoint, read_metrics
+from grokpipe.checkpoint import load_checkpoint
+from grokpipe.outputs import read_metrics
 
 pytestmark = pytest.mark.slurm
 TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]

@@ -29,8 +29,9 @@ from helpers import (
     without_elapsed,
 )
 
+from grokpipe.checkpoint import load_checkpoint, save_latest
 from grokpipe.errors import ConfigError
-from grokpipe.outputs import MetricsLog, StorageError, load_checkpoint, read_metrics, save_latest
+from grokpipe.outputs import MetricsLog, StorageError, read_metrics
 from grokpipe.train import run
 
 SHORT = [

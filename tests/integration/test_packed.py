@@ -11,8 +11,9 @@ import pytest
 import torch
 from helpers import assert_same_rows, checked_rows, compose_cfg, file_hashes
 
+from grokpipe.checkpoint import load_checkpoint
 from grokpipe.errors import ConfigError
-from grokpipe.outputs import METRIC_FIELDS, StorageError, load_checkpoint, read_metrics
+from grokpipe.outputs import METRIC_FIELDS, StorageError, read_metrics
 from grokpipe.packing import check_packable, group_by_shape
 from grokpipe.train import run
 from grokpipe.train import train as train_packed

@@ -12,10 +12,11 @@ from helpers import compose_cfg, script, without_elapsed
 from omegaconf import OmegaConf
 
 from grokpipe.analysis import list_checkpoints
+from grokpipe.checkpoint import load_checkpoint
 from grokpipe.errors import ConfigError
 from grokpipe.llc import LLC_BASE_FIELDS, SGLDSettings, calibration_ends, chance_loss, estimate_run, plot_llc
 from grokpipe.losses import build_loss
-from grokpipe.outputs import load_checkpoint, read_metrics
+from grokpipe.outputs import read_metrics
 from grokpipe.results_db import build
 from grokpipe.tasks import build_task
 from grokpipe.train import run

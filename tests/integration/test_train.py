@@ -8,10 +8,11 @@ import pytest
 import torch
 from helpers import compose_cfg, fast_grok_run, launch, without_elapsed
 
+from grokpipe.checkpoint import load_checkpoint
 from grokpipe.losses import build_loss
 from grokpipe.models import build_model
 from grokpipe.optim import build_optimizer
-from grokpipe.outputs import METRIC_FIELDS, load_checkpoint, read_metrics
+from grokpipe.outputs import METRIC_FIELDS, read_metrics
 from grokpipe.stack import make_stack
 from grokpipe.tasks import build_task
 from grokpipe.train import run

@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_same_rows, compose_cfg, launch
 
+from grokpipe.checkpoint import load_checkpoint
 from grokpipe.errors import ConfigError
 from grokpipe.losses import build_loss
 from grokpipe.models import build_model
 from grokpipe.optim import build_optimizer
 from grokpipe.optim.muon import newton_schulz
-from grokpipe.outputs import load_checkpoint, read_metrics
+from grokpipe.outputs import read_metrics
 from grokpipe.stack import layout_of
 from grokpipe.tasks import TaskSpec, build_task
 from grokpipe.train import run
