@@ -21,6 +21,7 @@ from grokpipe.errors import ConfigError
 from grokpipe.outputs import read_metrics, write_summary
 
 REPORT = "reproduce.json"
+PACK_MEMBERS = "pack_members"  # in a re-run dir: the other members of the pack the cell is re-run in
 IGNORED = ("epoch", "elapsed")  # not results: the row's key, and wall time
 
 
@@ -174,9 +175,10 @@ def reproduce(
     """Train `run_dir`'s recorded config again in `out_dir` (its first `epochs` epochs, or as recorded) and
     compare. Returns the report, also written to out_dir/reproduce.json."""
     from grokpipe import provenance
-    from grokpipe.train import run
+    from grokpipe.train import train
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    members = pack_of(run_dir)  # a cell that trained in a pack re-runs in that pack: its float order is the pack's
     cfg = recorded_config(run_dir)
     try:
         original = read_metrics(run_dir / "metrics.csv")
@@ -185,19 +187,12 @@ def reproduce(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} is not empty: re-run into a new dir")
     recorded = provenance.read(run_dir)
-    with open_dict(cfg):
-        if epochs is not None:  # a run counted in steps (train.max_steps) re-runs its first N steps
-            cfg.train["max_steps" if cfg.train.get("max_steps") else "max_epochs"] = epochs
-        if cfg.train.get("threads") is None and recorded and recorded.get("threads"):
-            cfg.train.threads = recorded["threads"]  # a CPU run's bits depend on the thread count
-        none = {"_target_": "grokpipe.loggers.none.NoLogger", "name": "none", "group": cfg.logger.get("group")}
-        cfg.logger = OmegaConf.create(none)
-    (out_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, out_dir / ".hydra" / "config.yaml")
-    overrides = run_dir / ".hydra" / "overrides.yaml"
-    if overrides.exists():
-        (out_dir / ".hydra" / "overrides.yaml").write_text(overrides.read_text())
-    summary = run(cfg, out_dir)
+    sources = members or [run_dir]
+    targets = [out_dir if m == run_dir else out_dir / PACK_MEMBERS / m.name for m in sources]
+    cfgs = [cfg if m == run_dir else recorded_config(m) for m in sources]
+    for member_cfg, source, target in zip(cfgs, sources, targets):
+        _prepare_rerun(member_cfg, source, target, epochs, recorded)
+    summary = train(cfgs, targets)[sources.index(run_dir)]
     rerun_rows = read_metrics(out_dir / "metrics.csv")
     rows = compare_rows(original, rerun_rows, rtol, atol)
     now = provenance.read(out_dir) or {}
@@ -205,6 +200,7 @@ def reproduce(
     report = {
         "original": str(run_dir),
         "rerun": str(out_dir),
+        "pack": [str(m) for m in members] if members else None,
         "epochs": cfg.train.get("max_steps") or cfg.train.max_epochs,
         "verdict": rows.verdict,
         "rows": {**asdict(rows), "verdict": rows.verdict},
@@ -219,6 +215,43 @@ def reproduce(
     return report
 
 
+def pack_of(run_dir: Path) -> list[Path] | None:
+    """The run dirs of the pack a sweep cell trained in (its sweep dir's packs.json, in the pack's order), None for
+    a run that trained alone. Members are found by name beside the cell, so a sweep dir copied elsewhere works."""
+    from grokpipe.sweep import read_packs
+
+    sweep_dir = run_dir.parent
+    try:
+        packs = read_packs(sweep_dir)
+    except (OSError, ValueError):
+        return None
+    for pack in packs:
+        names = [Path(d).name for d in pack.get("dirs", [])]
+        if run_dir.name in names and len(names) > 1:
+            found = [sweep_dir / n for n in names]
+            missing = [str(m) for m in found if not (m / ".hydra" / "config.yaml").is_file()]
+            if missing:
+                raise ConfigError(f"{run_dir} trained in a pack whose members are gone: {', '.join(missing)}")
+            return found
+    return None
+
+
+def _prepare_rerun(cfg: DictConfig, source: Path, target: Path, epochs: int | None, recorded: dict | None) -> None:
+    """`cfg` as it re-runs in `target`: its first `epochs` (or as recorded), the recorded thread count, no logger."""
+    with open_dict(cfg):
+        if epochs is not None:  # a run counted in steps (train.max_steps) re-runs its first N steps
+            cfg.train["max_steps" if cfg.train.get("max_steps") else "max_epochs"] = epochs
+        if cfg.train.get("threads") is None and recorded and recorded.get("threads"):
+            cfg.train.threads = recorded["threads"]  # a CPU run's bits depend on the thread count
+        none = {"_target_": "grokpipe.loggers.none.NoLogger", "name": "none", "group": cfg.logger.get("group")}
+        cfg.logger = OmegaConf.create(none)
+    (target / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, target / ".hydra" / "config.yaml")
+    overrides = source / ".hydra" / "overrides.yaml"
+    if overrides.exists():
+        (target / ".hydra" / "overrides.yaml").write_text(overrides.read_text())
+
+
 def _summary(run_dir: Path) -> dict:
     try:
         return json.loads((run_dir / "summary.json").read_text())
@@ -230,6 +263,8 @@ def describe(report: dict) -> str:
     """The report as a few lines for a terminal."""
     r = report["rows"]
     lines = [f"re-ran {report['original']} in {report['rerun']} ({report['epochs']} epochs)"]
+    if report.get("pack"):
+        lines.append(f"  as the pack it trained in: {len(report['pack'])} members, the others in {PACK_MEMBERS}/")
     head = f"metrics.csv: {r['compared']} rows compared: {r['exact']} exact, {r['close']} within tolerance"
     tol = report["tolerance"]
     lines.append(f"{head} (rtol {tol['rtol']:g}, atol {tol['atol']:g}): {report['verdict']}")

@@ -121,6 +121,22 @@ def test_reproduce_exact_then_parted_then_provenance(tmp_path):
     assert f"device_name: 'Other CPU' -> '{prov['device_name']}'" in result.stdout
 
 
+def test_a_packed_cell_re_runs_in_its_pack_bit_for_bit(tmp_path):
+    """A cell of a packed sweep re-runs with the other members of its pack (their float order is the pack's): exact
+    rows and identical weights, where a re-run alone parts in the low bits."""
+    sweep = tmp_path / "sw"
+    args = ["-m", *SMALL, "train.seed=0,1", "hydra.sweeper.pack=true", "logger=none", "train.threads=1"]
+    made = launch([*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-3000:]
+    result = run_script("reproduce", str(sweep / "1"), "--out", str(tmp_path / "again"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "as the pack it trained in: 2 members" in result.stdout
+    report = json.loads((tmp_path / "again" / "reproduce.json").read_text())
+    assert report["verdict"] == "exact" and report["pack"] == [str(sweep / "0"), str(sweep / "1")]
+    assert [w["identical"] for w in report["weights"]] == [True, True]  # epochs 20 and 40
+    assert (tmp_path / "again" / "pack_members" / "0" / "metrics.csv").is_file()
+
+
 def test_reproduce_from_a_database_row(tmp_path):
     _train(tmp_path, "r", [["train.max_epochs=20"]])
     build(tmp_path, tmp_path / "r.db")
