@@ -4,6 +4,7 @@ the fault, and one clear message. W&B faults are in test_wandb_faults.py, SLURM 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -271,19 +273,48 @@ def _stopped_for_space(proc: subprocess.Popen, run_dir: Path, written: str) -> t
     return int(m[1]), int(m[2])
 
 
-@pytest.mark.parametrize("room", [0, 1, 4096, 65536, 262144])
-def test_a_checkpoint_write_failing_at_any_byte_leaves_the_last_one_whole(small_disk, room):
+PAGE = 4096  # tmpfs gives room by the page: 0 and 1 byte of room are one case
+
+
+def _layout(numel: int) -> tuple[int, int]:
+    """(file size, offset of the zip's central directory) of the checkpoint written with `numel` weights."""
+    buf = io.BytesIO()
+    torch.save({"model": torch.zeros(numel), "optimizer": {}, "epoch": 3}, buf)
+    return len(buf.getvalue()), zipfile.ZipFile(buf).start_dir
+
+
+def _failing_inside(where: str) -> tuple[int, int]:
+    """(weights, bytes of room) for a checkpoint write that fails at a page boundary inside `where`: the header,
+    the tensor's bytes, the zip's central directory (its entries), or its last 64 bytes, just short of the end."""
+    if where == "header":
+        return 300_000, 0
+    if where == "tensor":
+        return 300_000, 64 * PAGE
+    for numel in range(300_000, 300_000 + PAGE):  # each weight moves the directory 4 bytes: a boundary comes by
+        size, start = _layout(numel)
+        boundary = (size - 1) // PAGE * PAGE
+        # the zip pads its records to 64 bytes: "the end" is the last 64 bytes, the directory's entries before them
+        inside = start + 64 < boundary <= size - 64 if where == "directory" else size - 64 < boundary < size
+        if inside:
+            return numel, boundary
+    raise AssertionError(f"no checkpoint size puts a page boundary inside the {where}")
+
+
+@pytest.mark.parametrize("where", ["header", "tensor", "directory", "end"])
+def test_a_checkpoint_write_failing_at_any_byte_leaves_the_last_one_whole(small_disk, where):
+    numel, room = _failing_inside(where)
     last = small_disk / "checkpoints" / "last.pt"
     save_latest(last, {"model": torch.arange(1000.0), "optimizer": {}, "epoch": 1})
     save_latest(last, {"model": torch.arange(1000.0), "optimizer": {}, "epoch": 2})
     filler = _fill(small_disk, leave=room)
+    assert shutil.disk_usage(small_disk).free == room  # the write fails at byte `room` of the file
     with pytest.raises(StorageError) as refused:
-        save_latest(last, {"model": torch.zeros(300_000), "optimizer": {}, "epoch": 3})  # 1.2 MB: never fits
+        save_latest(last, {"model": torch.zeros(numel), "optimizer": {}, "epoch": 3})  # 1.2 MB: never fits
     assert refused.value.strerror == f"no space left writing {last}: No space left on device"
     assert load_checkpoint(last)["epoch"] == 2 and load_checkpoint(last.with_name("last.prev.pt"))["epoch"] == 1
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.prev.pt", "last.pt"]
     filler.unlink()
-    save_latest(last, {"model": torch.zeros(300_000), "optimizer": {}, "epoch": 3})
+    save_latest(last, {"model": torch.zeros(numel), "optimizer": {}, "epoch": 3})
     assert load_checkpoint(last)["epoch"] == 3 and load_checkpoint(last.with_name("last.prev.pt"))["epoch"] == 2
 
 

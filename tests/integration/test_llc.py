@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, launch
+from helpers import ROOT, launch, needs_devinterp
 from matplotlib.image import imread
 
 from grokpipe.analysis import list_checkpoints
@@ -80,7 +80,7 @@ def test_script_without_the_extra_refuses_in_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    pytest.importorskip("devinterp")
+    needs_devinterp()
     tmp = tmp_path_factory.mktemp("llc")
     result = launch([*TINY, f"hydra.run.dir={tmp}/run"], cwd=tmp, env=ONE_THREAD, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 
 import pytest
-from helpers import compose_cfg, script, without_elapsed
+from helpers import compose_cfg, needs_devinterp, script, without_elapsed
 from omegaconf import OmegaConf
 
 from grokpipe.analysis import list_checkpoints
@@ -120,7 +120,7 @@ def test_the_results_database_holds_its_unit_and_mae(steps_run):
 
 
 def test_llc_over_a_run_in_steps_under_its_mse(steps_run, tmp_path):
-    pytest.importorskip("devinterp")
+    needs_devinterp()
     run_dir, _ = steps_run
     cfg = compose_cfg(STEPS)
     data = build_task(cfg.task).split()

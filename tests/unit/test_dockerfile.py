@@ -116,15 +116,19 @@ def test_the_lock_satisfies_pyproject():
         assert spec.specifier.contains(lock[name][0], prereleases=True), f"lock has {name}=={lock[name][0]}: {spec}"
 
 
-def test_nothing_installed_floats_outside_the_lock():
+def test_installed_is_exactly_the_lock():
     torch_build = version("torch")
     on_lock_platform = sys.version_info[:2] == (3, 11) and sys.platform == "linux" and platform.machine() == "x86_64"
     if not (on_lock_platform and torch_build.endswith("+cpu")) and not os.environ.get("CI"):
         pytest.skip(f"Python {platform.python_version()} on {platform.machine()}, torch {torch_build}: not the lock's")
     lock = _lock()
-    floating = []
+    floating, installed = [], set()
     for dist in distributions():
         name = canonicalize_name(dist.metadata["Name"])
+        installed.add(name)
         if name != "grokpipe" and lock.get(name, (None,))[0] != dist.version:
             floating.append(f"{name}=={dist.version} (lock: {lock.get(name, ('none',))[0]})")
     assert not floating, f"installed but not as requirements.lock pins: {sorted(set(floating))}"
+    # and the other way: a locked package that is missing (devinterp, say) would skip what needs it
+    missing = sorted(set(lock) - installed)
+    assert not missing, f"pinned by requirements.lock but not installed: {missing}"

@@ -241,6 +241,18 @@ def composed(options: dict) -> dict:
     return cfg
 
 
+def resolved_precision(precision: str, d_model: int) -> str:
+    """`auto` as docs/benchmarks.md states the rule: bf16 on a CPU with bf16 units (avx512_bf16 or amx_bf16 in
+    /proc/cpuinfo's flags) from d_model 32 up, fp32 elsewhere (the fuzz trains on the CPU)."""
+    if precision != "auto":
+        return precision
+    try:
+        flags = set(" ".join(x for x in open("/proc/cpuinfo").read().splitlines() if x.startswith("flags")).split())
+    except OSError:
+        flags = set()
+    return "bf16" if d_model >= 32 and flags & {"avx512_bf16", "amx_bf16"} else "fp32"
+
+
 def number(v) -> bool:
     """A finite real the code can compute with: not a bool, not an integer beyond the float range."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -327,7 +339,7 @@ DOMAIN = {
     "train.patience": nullable(integer(0, 10**9)),
     "train.seed": integer(0, 2**63 - 1),
     "train.device": choice("auto", "cpu", "cuda", "mps"),
-    "train.precision": choice("fp32", "bf16"),
+    "train.precision": choice("fp32", "bf16", "auto"),
     "train.deterministic": flag,
     "train.threads": nullable(integer(1, 4096)),
     "train.engine": choice("auto", "loop", "packed"),
@@ -588,7 +600,7 @@ def judge(drawn: dict) -> Verdict:
         "task": cfg["task.name"],
         "optimizer": cfg["optim.name"],
         "grokfast": cfg["optim.grokfast.enabled"],
-        "precision": cfg["train.precision"],
+        "precision": resolved_precision(cfg["train.precision"], d_model),
         "max_epochs": None if epochs is None else last,
         "max_steps": None if steps is None else last,
         "unit": "epochs" if steps is None else "steps",
@@ -673,7 +685,7 @@ VALUES = {
     "train.patience": (some(None, 0, 1, 5), [10**9, 10**9 + 1, -1]),
     "train.seed": (ints(0, 2**40), [2**63 - 1, 2**63, -1]),
     "train.device": (some("auto", "cpu"), ["cuda", "mps", "tpu", "CPU"]),
-    "train.precision": (some("fp32", "bf16"), ["fp16", "fp8", "FP32"]),
+    "train.precision": (some("fp32", "bf16", "auto"), ["fp16", "fp8", "FP32"]),
     "train.deterministic": (some(True, False), ["yes", 1]),
     "train.threads": (some(None, 1, 2), [4096, 4097, 0]),
     "train.engine": (some("auto", "loop", "packed"), ["fast", "vmap"]),
