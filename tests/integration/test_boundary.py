@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
-from helpers import GROK, TINY, file_hashes, launch
+from helpers import GROK, ROOT, TINY, file_hashes, launch
+
+# the searches share one uninterrupted search to compare with: one xdist worker runs the module
+pytestmark = pytest.mark.xdist_group("boundary_searches")
 
 # GROK's MLP at p=59: ratio 1 groks by about epoch 600, ratio 1/16 (d_model 4) does not in 800 epochs
 SEARCH = [
@@ -29,22 +37,20 @@ def test_boundary_search_settles_reports_and_resumes(tmp_path):
     state = json.loads((sweep / "boundary.json").read_text())
     (row,) = state["boundary"]
     ratios = [0.0625, 15 / 59, 1.0]  # the ladder as d_model / p (0.25 * 59 rounds to 15)
-    assert row["status"] == "found" or row["status"].startswith(("below range", "above range"))
     verdict = {}
     for cell in state["cells"]:
         _, index, seed = cell["key"].split("|")
         summary = json.loads((sweep / str(cell["num"]) / "summary.json").read_text())
         assert summary["status"] in ("grokked", "completed")
         verdict.setdefault(int(index), []).append(summary["grokked"])
-    # the bracket's ends are decided by their seeds (share 0.5 of 2: one grokking seed makes a point grok, so a
-    # failing end needs both seeds to fail)
-    if row["bracket_lo"] is not None:
-        lo = ratios.index(pytest.approx(row["bracket_lo"], rel=1e-5))
-        assert verdict[lo] == [False, False]
-    if row["bracket_hi"] is not None:
-        hi = ratios.index(pytest.approx(row["bracket_hi"], rel=1e-5))
-        assert any(verdict[hi])
-        assert row["critical"] == row["bracket_hi"]
+    # ratio 1 groks and 1/16 does not: the boundary is found between two adjacent points of the ladder, the failing
+    # end decided by both its seeds (share 0.5 of 2: one grokking seed makes a point grok), the grokking end by one
+    assert row["status"] == "found", row
+    lo = ratios.index(pytest.approx(row["bracket_lo"], rel=1e-5))
+    hi = ratios.index(pytest.approx(row["bracket_hi"], rel=1e-5))
+    assert hi == lo + 1 and row["critical"] == row["bracket_hi"]
+    assert verdict[lo] == [False, False] and any(verdict[hi])
+    assert any(verdict[2]) and not any(verdict.get(0, [False]))  # ratio 1 groks; 1/16 never does
     assert row["runs"] == len(state["cells"]) < 3 * 2  # fewer cells than the 3-ratio x 2-seed grid
     assert row["run_epochs"] > 0 and row["seeds"] == 2
     assert [c["num"] for c in json.loads((sweep / "cells.json").read_text())] == list(range(row["runs"]))
@@ -131,3 +137,60 @@ def test_a_failed_probe_stops_the_search_with_its_error(tmp_path):
     (row,) = state["boundary"]
     assert row["status"].startswith("stopped: cell 0")
     assert json.loads((sweep / "1" / "summary.json").read_text())["status"] in ("completed", "grokked")  # kept
+
+
+def _trained(sweep) -> dict:
+    """Each finished cell's metrics.csv and summary.json, by hash: what a relaunch must leave as it was."""
+    return {k: v for k, v in file_hashes(sweep).items() if k.endswith(("summary.json", "metrics.csv"))}
+
+
+def _boundary(sweep) -> tuple:
+    state = json.loads((sweep / "boundary.json").read_text())
+    (row,) = state["boundary"]
+    keys = sorted(c["key"] for c in state["cells"])
+    return (row["critical"], row["bracket_lo"], row["bracket_hi"], row["status"]), keys
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("whole")
+    result = launch(["-m", *SEARCH, f"hydra.sweep.dir={tmp / 'b'}"], cwd=tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return _boundary(tmp / "b")
+
+
+@pytest.mark.slow
+def test_a_search_stopped_between_rounds_resumes_to_the_same_boundary(tmp_path, uninterrupted):
+    sweep = tmp_path / "b"
+    first = launch(["-m", *SEARCH, "hydra.sweeper.max_rounds=2", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert first.returncode == 0 and "stopped after max_rounds=2 rounds, unsettled" in first.stderr + first.stdout
+    done = _trained(sweep)
+    assert len([k for k in done if k.endswith("summary.json")]) == 2  # rounds 1 and 2, one cell each
+    again = launch(["-m", *SEARCH, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming the boundary search" in again.stderr + again.stdout
+    assert {k: v for k, v in _trained(sweep).items() if k in done} == done  # no finished cell trained again
+    assert _boundary(sweep) == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_search_killed_mid_round_resumes_to_the_same_boundary(tmp_path, uninterrupted):
+    sweep = tmp_path / "b"
+    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *SEARCH, f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 240
+    while not (sweep / "1" / "metrics.csv").exists():  # round 2's cell is training: round 1's has finished
+        assert proc.poll() is None and time.time() < deadline, "the search ended before its second round"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (sweep / "0" / "summary.json").exists() and not (sweep / "1" / "summary.json").exists()
+    done = _trained(sweep)
+    again = launch(["-m", *SEARCH, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming the boundary search" in again.stderr + again.stdout
+    kept = {k: v for k, v in done.items() if k.startswith("0/")}
+    assert kept and {k: v for k, v in _trained(sweep).items() if k in kept} == kept  # cell 0 not trained again
+    assert _boundary(sweep) == uninterrupted
