@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 
 import pytest
 import torch
-from helpers import compose_cfg, launch, run_script, without_elapsed
+from helpers import ROOT, compose_cfg, launch, run_script, without_elapsed
 from omegaconf import OmegaConf
 
 from grokpipe import provenance
@@ -59,7 +60,9 @@ def test_provenance_in_run_dir_summary_and_database(tmp_path):
     assert result.returncode == 0, result.stderr
     run = tmp_path / "run"
     prov = provenance.read(run)
-    commit, dirty = provenance.source_state()
+    # the commit and the dirty flag as git itself says them, not as the code under test reads them
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout  # noqa: E731
+    commit, dirty = git("rev-parse", "HEAD").strip(), bool(git("status", "--porcelain", "--untracked-files=no").strip())
     assert prov["commit"] == commit and len(commit) == 40 and prov["dirty"] == dirty
     assert prov["packages"]["torch"] == torch.__version__
     assert prov["python"].count(".") == 2 and prov["device"] == "cpu" and prov["device_name"]
