@@ -30,6 +30,7 @@ from helpers import (
     wait_rows,
     without_elapsed,
 )
+from omegaconf import OmegaConf
 
 from grokpipe.checkpoint import load_checkpoint
 from grokpipe.outputs import read_metrics
@@ -224,10 +225,11 @@ def test_a_cancelled_array_task_is_reported_and_a_rerun_finishes_it(tmp_path, ca
         assert saved % 100 == 0 and left > saved, (saved, left)  # rows the resume must drop
         assert cell["error"].endswith("Killed"), cell["error"]  # the cause, from the job's log
 
-    finished = _run_files(sweep / "0")
+    finished, record = _run_files(sweep / "0"), _job_record(sweep / "0")
     again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert _run_files(sweep / "0") == finished  # the finished cell was not trained again
+    _assert_only_the_job_record_moved(record, _job_record(sweep / "0"))
     checked_rows(sweep / "0" / "metrics.csv", list(range(10, EPOCHS + 1, 10)))
     assert f"resuming {sweep / '1'} from epoch {saved}" in _job_log(sweep, f"{_array_jobs(sweep)[-1]}_1")
     ref = reference.result(timeout=600)
@@ -369,6 +371,27 @@ def _run_files(cell: Path) -> dict[str, str]:
     """file_hashes of a cell less the job's own record, which a rerun's job rewrites even for a finished cell:
     Hydra's .hydra/hydra.yaml names the new SLURM job, and submitit appends its lines to launch.log."""
     return {k: v for k, v in file_hashes(cell).items() if k not in (".hydra/hydra.yaml", "launch.log")}
+
+
+def _job_record(cell: Path) -> tuple[dict, str]:
+    """The two files _run_files leaves out: Hydra's record of the job (hydra.yaml, as data) and the job's log."""
+    return OmegaConf.to_container(OmegaConf.load(cell / ".hydra" / "hydra.yaml")), (cell / "launch.log").read_text()
+
+
+def _assert_only_the_job_record_moved(before: tuple[dict, str], after: tuple[dict, str]) -> None:
+    """A rerun of a finished cell changes hydra.yaml only where it names the job (its id: the new SLURM job; the
+    runtime's output dir and cwd) and only appends to launch.log: the run's record is otherwise what it was."""
+
+    def job_free(h: dict) -> dict:
+        h = json.loads(json.dumps(h))
+        h["hydra"]["job"].pop("id", None)
+        h["hydra"].get("runtime", {}).pop("cwd", None)
+        return h
+
+    (hydra_a, log_a), (hydra_b, log_b) = before, after
+    assert job_free(hydra_a) == job_free(hydra_b)
+    assert hydra_a["hydra"]["job"]["id"] != hydra_b["hydra"]["job"]["id"]  # the new job, named
+    assert log_b.startswith(log_a) and len(log_b) > len(log_a)  # appended, nothing of the first run's log lost
 
 
 def _task_pid(task: str) -> int:
