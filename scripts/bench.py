@@ -431,6 +431,26 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def check(p: int, d_model: int, epochs: int, repeats: int, floor: float) -> dict:
+    """grokpipe's run() against seed 003's loop in this process, alternated after one untimed round of each, the
+    median of `repeats` ratios (the loop's seconds over ours): a guard a noisy machine can pass honestly, since
+    both sides share its load. Exit 1 with one line when the median is below `floor`."""
+    keep_freed_memory()  # as run() sets it for the rest of the process: the loop gets it too
+    shape = {"p": p, "d_model": d_model, "epochs": epochs, "device": "cpu"}
+    reference(**shape), single(**shape)
+    ratios = [reference(**shape) / single(**shape) for _ in range(repeats)]
+    median = statistics.median(ratios)
+    print(
+        f"speed check: run() at {median:.2f}x seed 003's loop (p={p}, d_model={d_model}, {epochs} epochs, median of "
+        f"{repeats} alternated rounds: {', '.join(f'{r:.2f}' for r in ratios)}); floor {floor:g}",
+        flush=True,
+    )
+    if median < floor:
+        print(f"error: run() is {median:.2f}x seed 003's loop, below the floor {floor:g}", file=sys.stderr)
+        sys.exit(1)
+    return {"check": {"ratio": median, "ratios": ratios, "floor": floor, **shape}}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=20, help="epochs per timed run (per member when packed)")
@@ -445,7 +465,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--process", action="store_true", help="whole-process rows only: seed 003's loop against launch.py")
     ap.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
+    ap.add_argument(
+        "--check", type=float, default=None, metavar="FLOOR",
+        help="only time run() against seed 003's loop (first --d-model), alternated; exit 1 below FLOOR",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    if args.check is not None:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return check(args.p, args.d_model[0], args.epochs, args.repeats, args.check)
     if args.quick:
         args.epochs, args.members, args.d_model, args.p, args.repeats, args.matmul_n = 10, 2, [16], 23, 1, 256
         args.threads = args.threads or 1  # two threads on a shared 2-core box mostly wait for each other

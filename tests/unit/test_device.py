@@ -38,3 +38,32 @@ def test_freed_tensor_memory_stays_in_the_heap():
     after = mallinfo()
     assert size < KEEP_FREE_BYTES
     assert after.fordblks >= size and after.arena >= size  # freed into the heap and kept, not handed back
+
+
+@glibc
+def test_a_run_applies_the_setting(tmp_path):
+    """train() itself keeps freed memory in the heap: in a fresh process (the setting is process-wide), a 64 MiB
+    tensor allocated after a two-epoch run comes from the heap; in a process that only imported grokpipe, mapped."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    code = f"""
+import ctypes, sys
+sys.path.insert(0, {str(tests)!r}); sys.path.insert(0, {str(tests / "unit")!r})
+import torch
+from test_device import mallinfo
+from helpers import compose_cfg
+import grokpipe.train
+if sys.argv[1] == "run":
+    cfg = compose_cfg(["task.p=11", "model.d_model=8", "train.max_epochs=2", "logger=none", "train.plot=false"])
+    grokpipe.train.run(cfg, {str(tmp_path / "run")!r})
+mapped = mallinfo().hblkhd
+x = torch.empty(64 << 20, dtype=torch.uint8); x.fill_(1)
+print("heap" if mallinfo().hblkhd == mapped else "mapped")
+"""
+    out = {m: subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True, timeout=300) for m in
+           ("run", "import")}  # fmt: skip
+    assert out["run"].stdout.split()[-1:] == ["heap"], out["run"].stderr[-2000:]
+    assert out["import"].stdout.split()[-1:] == ["mapped"], out["import"].stderr[-2000:]
