@@ -104,6 +104,18 @@ class NotebookModel(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_normal_(p, gain=2.0)
 
+    def forward(self, x):  # the notebook's, line for line
+        batch_size, seq_len = x.shape
+        token_embeds = self.embedding(x)
+        positions = torch.arange(seq_len, device=x.device).unsqueeze(0).expand(batch_size, -1)
+        pos_embeds = self.pos_encoding(positions)
+        x = token_embeds + pos_embeds
+        causal_mask = torch.triu(torch.ones(seq_len, seq_len), diagonal=1).bool().to(x.device)
+        for transformer_layer in self.transformer_layers:
+            x = transformer_layer(x, src_mask=causal_mask)
+        x = self.output(x).squeeze(-1)
+        return torch.sigmoid(x)
+
 
 def test_causal_transformer_starts_from_the_notebooks_weights():
     cfg = compose_cfg(REAL)
@@ -116,6 +128,25 @@ def test_causal_transformer_starts_from_the_notebooks_weights():
     assert ours.keys() == theirs.keys()
     for k in ours:
         assert torch.equal(ours[k], theirs[k]), k
+
+
+def test_causal_transformer_computes_the_notebooks_function():
+    """The same weights in both (loaded into the notebook's model from ours): the same outputs on the same letters,
+    before and after the weights move away from their initialisation."""
+    cfg = compose_cfg(REAL)
+    task = build_task(cfg.task)
+    torch.manual_seed(4)
+    ours = build_model(cfg.model, task.spec).eval()
+    theirs = NotebookModel().eval()
+    rename = {"tok": "embedding", "pos": "pos_encoding", "layers": "transformer_layers", "head": "output"}
+    x = task.split().train_x[:64]
+    for _ in range(2):
+        state = {rename[k.split(".")[0]] + k[len(k.split(".")[0]) :]: v for k, v in ours.state_dict().items()}
+        theirs.load_state_dict(state)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+            for p in ours.parameters():  # other weights than the initial ones: every path of the function counts
+                p.add_(0.05 * torch.randn_like(p))
 
 
 def test_seed004_preset_is_the_notebooks_setting():
