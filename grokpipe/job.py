@@ -7,6 +7,7 @@ the sweep summary then ends the command with exit status 1 if any cell failed.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import traceback
 from pathlib import Path
@@ -23,6 +24,7 @@ from grokpipe.validate import prepare
 
 def main(cfg: DictConfig) -> float | None:
     """Returns the grok epoch (None if the run did not grok), the value a sweep optimiser would read."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO lines (a font cache built) are not ours
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -62,7 +64,12 @@ def run_one(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
         traceback.print_exc()
         _record_failure(run_dir, cfg, f"{type(exc).__name__}: {exc}")
         return None
-    print(json.dumps(summary, indent=2), flush=True)
+    if cfg.train.get("print_summary"):
+        print(json.dumps(summary, indent=2), flush=True)
+    else:
+        from grokpipe.run_report import describe
+
+        print(describe(summary, run_dir), flush=True)
     return summary.get("grok_epoch")
 
 

@@ -208,6 +208,9 @@ class SweepSummary(Callback):
                 f"boundary ({b['mode']}) at {b['axis']:g}: critical {b['critical']} "
                 f"[{b['bracket_lo']}, {b['bracket_hi']}] {b['status']}; {b['runs']} runs, {b['run_epochs']} run-epochs"
             )
+        figures = [sweep_dir / n for n in ("phase_diagram.png", "boundary.png") if (sweep_dir / n).exists()]
+        if figures:
+            print(f"figures: {'   '.join(map(str, figures))}")
         for c in failed:
             print(f"  cell {c['num']} {c['status']}: {c.get('error')}  ({c['dir']})")
         log_summary(config, sweep_dir, config.logger.get("group") or sweep_group(sweep_dir), rows, cells)

@@ -35,6 +35,7 @@ TRAIN_SCHEMA = {
     "checkpoint_every": Int(0, 10**9),
     "print_every": Int(0, 10**9),
     "plot": Bool(),
+    "print_summary": Bool(),
 }
 # what the memory a model needs grows with
 MODEL_SIZE_KEYS = ("d_model", "hidden", "hidden_size", "n_layers", "ff_mult")

@@ -219,3 +219,21 @@ def test_precision_auto_is_bf16_only_on_bf16_cpus_from_width_32_and_a_resume_els
     on(("avx2", "avx512f"))  # the same run dir on a CPU without bf16 units: auto is fp32 here, not resumed in it
     with pytest.raises(ConfigError, match="precision"):
         run(cfg(32, epochs=40), tmp_path / "r")
+
+
+def test_a_runs_end_is_a_few_lines_and_no_librarys_log(tmp_path):
+    """What `make run` ends with: the outcome, the measures, the time, the files; summary.json whole only when asked;
+    no line of matplotlib's (a fresh HOME: its font cache is built, which it logs at INFO)."""
+    args = [*SHORT, "train.plot=true", f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {"HOME": str(tmp_path), "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    r = launch(args, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    end = r.stdout.strip().splitlines()[-5:]
+    assert end[0].startswith(("grokked at epoch", "did not grok in 60 epochs")), end
+    assert end[2].startswith("trained 60 epochs in ") and "transformer d_model 64 on mod_add p=23" in end[2]
+    assert end[3] == f"run dir: {tmp_path / 'run'}   figure: {tmp_path / 'run' / 'curves.png'}"
+    assert end[4].startswith("full record: ") and "{" not in r.stdout
+    assert "matplotlib" not in r.stdout + r.stderr and "fontManager" not in r.stdout + r.stderr
+    whole = launch([*args[:-1], "train.print_summary=true", f"hydra.run.dir={tmp_path / 'again'}"], cwd=tmp_path,
+                   env=env)  # fmt: skip
+    assert json.loads(whole.stdout[whole.stdout.index("{") :])["epochs_run"] == 60

@@ -176,6 +176,7 @@ TRAIN = {
     "checkpoint_every": 1000,
     "print_every": 500,
     "plot": True,
+    "print_summary": False,
 }
 LOGGER = {
     "none": {"_target_": "grokpipe.loggers.none.NoLogger", "name": "none", "group": None},
@@ -349,6 +350,7 @@ DOMAIN = {
     "train.checkpoint_every": integer(0, 10**9),
     "train.print_every": integer(0, 10**9),
     "train.plot": flag,
+    "train.print_summary": flag,
     "logger.group": nullable(text),
     "logger.project": text,
     "logger.entity": nullable(text),
@@ -695,6 +697,7 @@ VALUES = {
     "train.checkpoint_every": (some(0, 1), [10**9, 10**9 + 1]),
     "train.print_every": (some(0, 10**9), [1, 10**9 + 1]),
     "train.plot": (some(False), [True, "no"]),
+    "train.print_summary": (some(False, True), ["yes", 1]),
     "logger.group": (some(None, "g"), ["", 1]),
     "logger.name": (some("none"), ["wandb", "tensorboard"]),
     "logger.project": (some("p"), ["", 1]),
