@@ -351,3 +351,35 @@ def test_crossings_hold_each_runs_threshold_epochs_and_their_lead_over_the_grok(
     # the grokking runs' restricted loss fell below its threshold before they grokked
     leads = dicts(db, "SELECT hidden_progress FROM crossings WHERE measure = 'restricted_loss' AND epoch IS NOT NULL")
     assert len(leads) >= 2 and all(r["hidden_progress"] is None or r["hidden_progress"] > 0 for r in leads)
+
+
+def test_results_load_into_dataframes_from_a_sweep_a_run_and_a_database(root, db):
+    """grokpipe.load: the same runs from a sweep dir and from the database, in the dtypes a notebook expects."""
+    import grokpipe
+
+    tiny = root / "multirun" / "tiny"
+    sweep = grokpipe.load(tiny)
+    assert len(sweep.cells) == 8 and {"model.d_model", "optim.wd", "seed", "grok_epoch", "status"} <= set(sweep.cells)
+    assert str(sweep.cells["grok_epoch"].dtype) == "Int64" and str(sweep.cells["grokked"].dtype) == "boolean"
+    assert str(sweep.cells["status"].dtype) == "category" and set(sweep.cells["split"]) == {"seed"}
+    csv_rows = sum(len(read_metrics_rows(d)) for d in sorted(tiny.iterdir()) if (d / "metrics.csv").is_file())
+    assert len(sweep.metrics) == csv_rows and str(sweep.metrics["epoch"].dtype) == "Int64"
+    assert sorted(sweep.metrics["run"].unique()) == list(range(8))
+    per_cell = sweep.cells.groupby(["model.d_model", "optim.wd"]).size()
+    assert list(per_cell) == [2, 2, 2, 2]  # the coordinates group the seeds
+
+    everything = grokpipe.load(db)
+    assert len(everything.cells) == 12 and len(everything.metrics) == len(rows(db, "metrics"))
+    from_db = everything.cells[everything.cells["experiment"] == "sweep-multirun_tiny"]
+    assert sorted(from_db["seed"]) == sorted(sweep.cells["seed"]) and set(from_db["optim.wd"]) == {0.1, 1.0}
+
+    one = grokpipe.load(tiny / "0")
+    assert len(one.cells) == 1 and len(one.metrics) == len(read_metrics_rows(tiny / "0"))
+    with pytest.raises(ValueError, match="not a run dir"):
+        grokpipe.load(root)
+
+
+def read_metrics_rows(run_dir: Path) -> list[dict]:
+    from grokpipe.outputs import read_metrics
+
+    return read_metrics(run_dir / "metrics.csv")
