@@ -191,7 +191,7 @@ class RunRecord:
         save_last()
         rows = self.metrics.rows if self.metrics is not None else []
         if self.cfg.train.plot and rows:
-            from grokpipe.run_figures import plot_curves
+            from grokpipe.run_figures import plot_curves, thresholds_of
 
             title = self.name + (" (diverged: its finite part)" if self.status == "diverged" else "")
             plot_curves(
@@ -202,6 +202,7 @@ class RunRecord:
                 outcome["memorized_epoch"],
                 outcome.get("crossed"),
                 budget(self.cfg.train)[1][:-1],
+                thresholds_of(OmegaConf.to_container(self.cfg.get("measures"), resolve=True)),
             )
         if self.logger is not None:
             self.logger.finish(self.summary, exit_code=int(self.status == "interrupted"))

@@ -337,6 +337,19 @@ def _label(run: dict) -> str:
     return f"d={run['d_model']} wd={run['wd']:g} s={run['seed']}"
 
 
+def _cell_colors(runs) -> dict:
+    """A colour per cell of the sweep (d_model x weight decay, the seeds of a cell sharing it), named once in the
+    legend: two widths at one weight decay are two labelled colours, not look-alike pairs."""
+    keys = sorted({(r["d_model"], r["wd"]) for r in runs}, key=lambda k: (k[1] is None, k[1] or 0, k[0] or 0))
+    cmap = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
+    return {k: cmap(i % cmap.N) for i, k in enumerate(keys)}
+
+
+def _cell_name(key: tuple) -> str:
+    d, wd = key
+    return f"d_model={d}" + ("" if wd is None else f" wd={wd:g}")
+
+
 def training_curves(con: sqlite3.Connection, path: Path, experiment: str) -> Path:
     """Train and val accuracy of every run of one experiment, overlaid, log epoch; colour = d_model/p."""
     data = _runs_with_metrics(con, experiment)
@@ -368,16 +381,16 @@ def training_curves(con: sqlite3.Connection, path: Path, experiment: str) -> Pat
 
 
 def weight_norm(con: sqlite3.Connection, path: Path, experiment: str) -> Path:
-    """Parameter L2 norm against epoch for every run of one experiment; colour = weight decay."""
+    """Parameter L2 norm against epoch for every run of one experiment; colour = its cell (d_model, weight decay)."""
     data = _runs_with_metrics(con, experiment)
-    colors = _wd_colors({r["wd"] for r, _ in data if r["wd"] is not None})
+    colors = _cell_colors([r for r, _ in data])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     labelled = set()
     for run, m in data:
-        wd = run["wd"]
-        ax.plot(m["epoch"], m["weight_norm"], color=colors.get(wd, "grey"), alpha=0.7,
-                label=None if wd in labelled else f"wd={wd:g}")  # fmt: skip
-        labelled.add(wd)
+        key = (run["d_model"], run["wd"])
+        ax.plot(m["epoch"], m["weight_norm"], color=colors[key], alpha=0.7,
+                label=None if key in labelled else _cell_name(key))  # fmt: skip
+        labelled.add(key)
         if run["grok_epoch"] is not None:  # where it grokked, on its own curve
             i = int(np.searchsorted(m["epoch"], run["grok_epoch"]))
             if i < len(m["epoch"]):
@@ -404,14 +417,15 @@ def _measure_columns(con: sqlite3.Connection, experiment: str) -> list[str]:
 
 
 def progress_measures(con: sqlite3.Connection, path: Path, experiment: str) -> Path:
-    """Every measure column against epoch for every run of one experiment (colour = weight decay), each run's
-    grok marked on its own curve: what moved before validation accuracy did."""
+    """Every measure column against epoch for every run of one experiment (colour = its cell: d_model and weight
+    decay, named in the legend), each run's grok marked on its own curve: what moved before validation accuracy
+    did."""
     cols = _measure_columns(con, experiment)
     runs = con.execute(
         "SELECT run_id, d_model, ratio, wd, seed, grok_epoch FROM runs WHERE experiment = ? ORDER BY run_id",
         (experiment,),
     ).fetchall()
-    colors = _wd_colors({r["wd"] for r in runs if r["wd"] is not None})
+    colors = _cell_colors(runs)
     n = max(len(cols), 1)
     per_row = min(n, 4)
     fig, axes = plt.subplots(-(-n // per_row), per_row, figsize=(4.2 * per_row, 3.4 * -(-n // per_row)), squeeze=False)
@@ -426,10 +440,10 @@ def progress_measures(con: sqlite3.Connection, path: Path, experiment: str) -> P
             if not m:
                 continue
             e, v = np.array([r["epoch"] for r in m], float), np.array([r["v"] for r in m], float)
-            wd = run["wd"]
-            ax.plot(e, v, color=colors.get(wd, "grey"), alpha=0.7, lw=1,
-                    label=None if wd in labelled else f"wd={wd:g}")  # fmt: skip
-            labelled.add(wd)
+            key = (run["d_model"], run["wd"])
+            ax.plot(e, v, color=colors[key], alpha=0.7, lw=1,
+                    label=None if key in labelled else _cell_name(key))  # fmt: skip
+            labelled.add(key)
             if run["grok_epoch"] is not None:
                 i = int(np.searchsorted(e, run["grok_epoch"]))
                 if i < len(e):
