@@ -27,7 +27,7 @@ TRAIN_SCHEMA = {
     "device": Choice(("auto", "cpu", "cuda", "mps")),
     "precision": Choice(("fp32", "bf16", "auto")),
     "deterministic": Bool(),
-    "threads": Nullable(Int(1, 4096)),
+    "threads": Nullable(Int(1, 1024)),  # 4096 OpenMP threads crash the process (segfault in backward, 24 GiB here)
     "engine": Choice(("auto", "loop", "packed")),
     "sync_every": Int(1, 10**6),
     "cuda_graph": Bool(),
