@@ -53,7 +53,14 @@ def build_logger(logger_cfg: DictConfig) -> Logger:
     """The logger a checked config's `logger` node names (grokpipe.validate refuses any other), its keys as settings."""
     import importlib
 
-    module, _, name = str(logger_cfg._target_).rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+    target = logger_cfg.get("_target_")
+    if target is None:  # a config from before the logger was a part names its option only: that option's class
+        option = str(logger_cfg.get("name"))
+        module = importlib.import_module(f"grokpipe.loggers.{option}")
+        cls = next(c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Logger) and
+                   c is not Logger and c.name == option)  # fmt: skip
+    else:
+        module, _, name = str(target).rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
     settings = {k: v for k, v in OmegaConf.to_container(logger_cfg, resolve=True).items() if k != "_target_"}
     return cls(**settings)

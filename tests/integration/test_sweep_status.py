@@ -29,3 +29,37 @@ def test_a_local_sweep_shows_its_progress_and_ends_on_the_summary_counts(tmp_pat
     assert (len(cells), done) == (4, 3)
     expected = f"sweep: {done}/4 done ({grokked} grokked), 0 running, 0 pending, {4 - done} failed; "
     assert lines[-1].startswith(expected) and lines[-1].endswith(" elapsed"), lines
+
+
+def test_status_and_summarize_read_any_sweep_dir_from_its_files(tmp_path):
+    """`python -m grokpipe status|summarize SWEEP_DIR` after the launching process is gone: the launcher's status
+    line from the files (a cell without a summary is pending once nothing of it moves), and the summary rebuilt."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import TINY, launch
+
+    sweep = tmp_path / "sw"
+    r = launch(["-m", "model.d_model=8,16", *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    def grokpipe_cmd(*args):
+        return subprocess.run([sys.executable, "-m", "grokpipe", *args], capture_output=True, text=True, timeout=300)
+
+    done = grokpipe_cmd("status", str(sweep))
+    assert done.returncode == 0
+    assert done.stdout.startswith("sweep: 2/2 done (0 grokked), 0 running, 0 pending, 0 failed")
+    (sweep / "1" / "summary.json").unlink()  # a cell whose process was killed before it finished
+    for f in (sweep / "1").rglob("*"):
+        os.utime(f, (0, 0))  # nothing of it moved for long: not running
+    os.utime(sweep / "1" / ".hydra", (0, 0))
+    left = grokpipe_cmd("status", str(sweep))
+    assert "1/2 done (0 grokked), 0 running, 1 pending, 0 failed" in left.stdout, left.stdout + left.stderr
+    (sweep / "sweep_summary.csv").unlink()
+    rebuilt = grokpipe_cmd("summarize", str(sweep))
+    assert rebuilt.returncode == 1, rebuilt.stderr[-2000:]  # as a launch with a missing cell would end
+    assert (sweep / "sweep_summary.csv").is_file() and "cell 1 missing" in rebuilt.stdout
+    bad = grokpipe_cmd("status", str(tmp_path))
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == f"error: {tmp_path}: not a sweep dir (no cells.json or multirun.yaml)"
