@@ -58,6 +58,8 @@ class GrokpipeSlurmConf(SlurmQueueConf):
     max_array_size: int | None = None
     max_submit_jobs: int | None = None
     status_every_s: float = 60.0
+    wait: bool = True  # false: submit a driver job that runs the waiting launcher on the cluster, and return
+    driver_timeout_min: int = 10080  # the driver job's time limit: the whole sweep's (a week)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="grokpipe_slurm", node=GrokpipeSlurmConf, provider="grokpipe")
@@ -153,11 +155,16 @@ class SlurmLauncher(SubmititSlurmLauncher):
         max_array_size: int | None = None,
         max_submit_jobs: int | None = None,
         status_every_s: float = 60.0,
+        wait: bool = True,
+        driver_timeout_min: int = 10080,
         **params: Any,
     ) -> None:
         super().__init__(**params)  # upstream's keys only: they all go to submitit
         self.max_array_size, self.max_submit_jobs = max_array_size, max_submit_jobs
         self.status_every_s = status_every_s
+        if not isinstance(wait, bool):
+            fail(f"hydra.launcher.wait={wait!r} is not allowed: true or false")
+        self.wait, self.driver_timeout_min = wait, _limit("driver_timeout_min", driver_timeout_min)
 
     def _executor(self):
         """Upstream's executor, built from the same keys as upstream builds it."""
@@ -190,10 +197,47 @@ class SlurmLauncher(SubmititSlurmLauncher):
             return n, None  # one array, as upstream sends it
         return array_size, min(submit or n, self.params.get("array_parallelism") or n)
 
+    def detach(self, sweep_dir: Path) -> None:
+        """Submit one small SLURM job that runs this very command with `hydra.launcher.wait=true` in this sweep dir
+        (the waiting launcher on the cluster: arrays past the cluster's limits as room frees, requeues, then the
+        summary, database, figures and logger's summary), print how to follow it, and end this process (exit 0)."""
+        import shlex
+        import sys
+
+        argv = [a for a in sys.argv[1:] if not a.startswith(("hydra.launcher.wait=", "hydra.sweep.dir="))]
+        argv += [f"hydra.sweep.dir={sweep_dir}", "hydra.launcher.wait=true"]  # the dir this launch resolved
+        log_dir = sweep_dir / ".submitit"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        opts = [f"--job-name=grokpipe-sweep-{sweep_dir.name}", f"--output={log_dir}/driver_%j.log", "--ntasks=1",
+                "--cpus-per-task=1", "--mem=2G", f"--time={self.driver_timeout_min}"]  # fmt: skip
+        opts += [f"--{k}={self.params[k]}" for k in ("partition", "account", "qos") if self.params.get(k)]
+        script = "\n".join(["#!/bin/bash", f"cd {shlex.quote(os.getcwd())}",
+                            shlex.join([sys.executable, str(Path(sys.argv[0]).resolve()), *argv])])  # fmt: skip
+        try:
+            out = subprocess.run(["sbatch", "--parsable", *opts], input=script + "\n", capture_output=True,
+                                 text=True, timeout=60)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            fail(f"sbatch could not be run for the detached sweep: {exc}; nothing was launched")
+        if out.returncode != 0:
+            fail(f"sbatch refused the sweep's driver job: {_sbatch_reason(out.stderr)}; nothing was launched")
+        job = out.stdout.strip().split(";")[0]
+        print(
+            f"submitted: SLURM job {job} runs this sweep on the cluster (it submits the cells' arrays as the cluster "
+            f"has room, then writes the summary, database and figures)\n"
+            f"sweep dir: {sweep_dir}\n"
+            f"watch:     python -m grokpipe status {sweep_dir} --watch\n"
+            f"collect:   python -m grokpipe summarize {sweep_dir}   (the job does it when the sweep ends)\n"
+            f"its log:   {log_dir}/driver_{job}.log",
+            flush=True,
+        )
+        raise SystemExit(0)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from submitit.core.utils import FailedJobError
 
         assert self.config is not None and len(job_overrides) > 0
+        if not self.wait:
+            self.detach(Path(str(self.config.hydra.sweep.dir)).resolve())
         executor = self._executor()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")

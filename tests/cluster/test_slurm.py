@@ -403,3 +403,34 @@ def _task_pid(task: str) -> int:
         for pid, _, step, local, *_ in map(str.split, pids.stdout.splitlines()[1:])
         if (step, local) == ("0", "0")
     )
+
+
+def test_a_detached_sweep_returns_at_once_and_finishes_on_the_cluster(tmp_path):
+    """hydra.launcher.wait=false: the command returns within seconds, naming the driver job, the sweep dir and the
+    commands to watch and collect; the driver job (the waiting launcher, on the cluster) sends 8 cells past
+    MaxArraySize 5 as two arrays and writes the summary and database, long after the launching process is gone."""
+    sweep = tmp_path / "sw"
+    run = [o if not o.startswith("train.max_epochs=") else "train.max_epochs=30" for o in TINY]
+    grid = ["model.d_model=8,16", "optim.wd=0.1,1", "train.seed=0,1"]
+    args = ["-m", "hydra/launcher=slurm", "hydra.launcher.wait=false", *run, *ONE_JOB_PER_CELL, *grid]
+    start = time.monotonic()
+    r = launch([*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=120)
+    returned_s = time.monotonic() - start
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert returned_s < 30, returned_s  # composing and checking 8 cells, one sbatch: no waiting on the cells
+    (driver,) = re.findall(r"^submitted: SLURM job (\d+) runs this sweep", r.stdout, re.M)
+    assert f"watch:     python -m grokpipe status {sweep} --watch" in r.stdout
+    assert f"collect:   python -m grokpipe summarize {sweep}" in r.stdout
+    assert not (sweep / "sweep_summary.csv").exists()  # nothing summarised by the process that returned
+    deadline = time.monotonic() + 540
+    while subprocess.run(["squeue", "-h", "-j", driver], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the driver job is still in the queue"
+        time.sleep(2)
+    log = (sweep / ".submitit" / f"driver_{driver}.log").read_text()
+    assert f"sweep summary (8 cells, 0 failed): {sweep}" in log, log[-3000:]
+    assert len(_array_jobs(sweep)) == 2  # past MaxArraySize 5: two arrays, both sent by the driver
+    cells = json.loads((sweep / "cells.json").read_text())
+    assert all(json.loads((Path(c["dir"]) / "summary.json").read_text())["status"] == "completed" for c in cells)
+    assert (sweep / "sweep_summary.csv").is_file() and (sweep / "experiments.db").is_file()
+    status = subprocess.run([sys.executable, "-m", "grokpipe", "status", str(sweep)], capture_output=True, text=True)
+    assert status.stdout.startswith("sweep: 8/8 done (0 grokked), 0 running, 0 pending, 0 failed")
