@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     sm = sub.add_parser("summarize", help="(re)build a sweep's summary, database and figures from its files")
     sm.add_argument("sweep_dir", type=Path)
     args = ap.parse_args(argv)
-    from grokpipe import sweep_report
+    import grokpipe.sweep_report as sweep_report
 
     if args.command == "status":
         return sweep_report.status(args.sweep_dir, args.watch)

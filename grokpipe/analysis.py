@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from grokpipe import checkpoint
+import grokpipe.checkpoint as checkpoint
 from grokpipe.models import build_model
 from grokpipe.outputs import read_metrics
 from grokpipe.tasks import TaskSpec, build_task

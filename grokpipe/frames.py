@@ -70,7 +70,7 @@ def _metrics(dirs: dict, key: str) -> pd.DataFrame:
 
 
 def _from_sweep(sweep_dir: Path) -> Results:
-    from grokpipe import split
+    from grokpipe.split import of_run
     from grokpipe.sweep import read_cells
     from grokpipe.sweep_summary import coordinates
 
@@ -78,7 +78,7 @@ def _from_sweep(sweep_dir: Path) -> Results:
     for c in read_cells(sweep_dir):
         coords = coordinates(c)
         row = {**coords, **_flat(c)}
-        row["split"] = split.of_run(c, c.get("dir"))
+        row["split"] = of_run(c, c.get("dir"))
         row.pop("coords", None)
         rows.append(row)
     cells = _typed(pd.DataFrame(rows))
@@ -86,13 +86,13 @@ def _from_sweep(sweep_dir: Path) -> Results:
 
 
 def _from_run(run_dir: Path) -> Results:
-    from grokpipe import split
+    from grokpipe.split import of_run
 
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         summary = {"status": "missing"}
-    row = {**_flat(summary), "split": split.of_run(summary, run_dir), "dir": str(run_dir)}
+    row = {**_flat(summary), "split": of_run(summary, run_dir), "dir": str(run_dir)}
     return Results(_typed(pd.DataFrame([row])), _metrics({run_dir.name: run_dir}, "run"), run_dir)
 
 

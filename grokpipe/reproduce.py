@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from grokpipe import checkpoint
+import grokpipe.checkpoint as checkpoint
 from grokpipe.errors import ConfigError
 from grokpipe.outputs import read_metrics, write_summary
 
@@ -174,7 +174,7 @@ def reproduce(
 ) -> dict:
     """Train `run_dir`'s recorded config again in `out_dir` (its first `epochs` epochs, or as recorded) and
     compare. Returns the report, also written to out_dir/reproduce.json."""
-    from grokpipe import provenance
+    import grokpipe.provenance as provenance
     from grokpipe.train import train
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)

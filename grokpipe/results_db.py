@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from grokpipe import split
+import grokpipe.split as split
 from grokpipe.outputs import read_metrics
 from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, CELLS, PACK_DIRS, PACKS, SUCCESS, run_group, sweep_group
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from grokpipe import checkpoint, provenance, split
+import grokpipe.checkpoint as checkpoint
+import grokpipe.provenance as provenance
+import grokpipe.split as split
 from grokpipe.checkpoint import Checkpoint, load_at, load_latest, rng_state
 from grokpipe.checkpoint import save as save_checkpoint
 from grokpipe.errors import ConfigError

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from grokpipe import split  # noqa: E402
+import grokpipe.split as split  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
 DPI = 110

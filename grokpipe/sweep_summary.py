@@ -19,7 +19,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from grokpipe import split
+import grokpipe.split as split
 from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, exit_status, failed_cells, read_cells, sweep_group
 
 STATS = ("split", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")

@@ -29,7 +29,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from grokpipe import split
+import grokpipe.split as split
 from grokpipe.sweep import (
     BOUNDARY,
     BOUNDARY_FIELDS,

@@ -18,7 +18,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from grokpipe import split
+import grokpipe.split as split
 from grokpipe.errors import ConfigError
 from grokpipe.sweep import PACK_DIRS, CellDied, coordinates, sweep_group, write_cells, write_packs
 
