@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 import grokpipe.split as split
+from grokpipe.errors import fail
 from grokpipe.sweep import (
     BOUNDARY,
     BOUNDARY_FIELDS,
@@ -133,8 +133,7 @@ class BoundarySweeper(GridSweeper):
         elif len(self.values) < 2 or any(not isinstance(v, (int, float)) or v <= 0 for v in self.values):
             problems.append(f"hydra.sweeper.values={list(self.values)!r}: at least two positive numbers")
         if problems:
-            print(f"error: {problems[0]}", file=sys.stderr)
-            sys.exit(2)
+            fail(problems[0])
 
     def _ladder_values(self) -> list[float]:
         if self.values is not None:
@@ -202,8 +201,7 @@ class BoundarySweeper(GridSweeper):
             self.params = dict(text.split("=", 1) for text in self.expand(self._parse_config()))
             fixed, axis, seeds = self._split(arguments)
         except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            fail(str(exc))
         ladder = self._ladder(fixed, axis)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         settings = {
@@ -252,12 +250,10 @@ class BoundarySweeper(GridSweeper):
             state = json.loads(path.read_text())
             if state["settings"] != settings:
                 differ = sorted(k for k in settings if state["settings"].get(k) != settings[k])
-                print(
-                    f"error: {sweep_dir} holds a boundary search with other settings (differs in: "
-                    f"{', '.join(differ)}); use a new hydra.sweep.dir",
-                    file=sys.stderr,
+                fail(
+                    f"{sweep_dir} holds a boundary search with other settings (differs in: {', '.join(differ)}); "
+                    "use a new hydra.sweep.dir"
                 )
-                sys.exit(2)
             log.info(f"resuming the boundary search in {sweep_dir}: {len(state['cells'])} cells known")
             return state
         sweep_dir.mkdir(parents=True, exist_ok=True)

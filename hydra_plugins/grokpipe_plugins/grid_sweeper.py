@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -19,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 import grokpipe.split as split
-from grokpipe.errors import ConfigError
+from grokpipe.errors import ConfigError, fail
 from grokpipe.sweep import PACK_DIRS, CellDied, coordinates, sweep_group, write_cells, write_packs
 
 log = logging.getLogger(__name__)
@@ -83,8 +82,7 @@ class GridSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None, params=None, pack=False, max_members=None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         if pack not in PACK_CHOICES:
-            print(f"error: hydra.sweeper.pack={pack} is not allowed: true, false or auto", file=sys.stderr)
-            sys.exit(2)
+            fail(f"hydra.sweeper.pack={pack} is not allowed: true, false or auto")
         self.pack, self.max_members = pack, max_members
 
     def packs(self, cfgs: list) -> bool:
@@ -116,8 +114,7 @@ class GridSweeper(BasicSweeper):
             # the preset's grid (hydra.sweeper.params) may use ranges too
             self.params = dict(text.split("=", 1) for text in self.expand(self._parse_config()))
         except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            fail(str(exc))
         cells = self.check_cells(arguments)
         try:
             if self.packs([cfg for _, cfg in cells]):
@@ -168,8 +165,7 @@ class GridSweeper(BasicSweeper):
         try:
             prepare(cfg)
         except ConfigError as exc:
-            print(f"error: {label}: {exc}; {after}", file=sys.stderr)
-            sys.exit(2)
+            fail(f"{label}: {exc}; {after}")
         return cfg
 
     @staticmethod
@@ -203,8 +199,7 @@ class GridSweeper(BasicSweeper):
             try:
                 check_packable([task_cfgs[i] for i in members])
             except ConfigError as exc:
-                print(f"error: cells {','.join(map(str, members))}: {exc}; nothing was launched", file=sys.stderr)
-                sys.exit(2)
+                fail(f"cells {','.join(map(str, members))}: {exc}; nothing was launched")
         for (overrides, _), task_cfg, run_dir in zip(cells, task_cfgs, dirs):
             self.save_run_config(task_cfg, overrides, run_dir)
         plan = [
