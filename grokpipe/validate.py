@@ -37,6 +37,7 @@ TRAIN_SCHEMA = {
     "plot": Bool(),
     "print_summary": Bool(),
 }
+RATIO_SLACK = 2.0  # a width derived from model.ratio may miss it by this factor at most (the heads' rounding)
 # what the memory a model needs grows with
 MODEL_SIZE_KEYS = ("d_model", "hidden", "hidden_size", "n_layers", "ff_mult")
 REQUIRED_MEASURES = {"loss": "train_loss (divergence)", "task_metrics": "the task's criterion"}
@@ -89,11 +90,19 @@ def apply_ratio(cfg: DictConfig) -> None:
     Float(0, 1e6, lo_open=True).check("model.ratio", cfg.model.ratio)
     heads = cfg.model.get("n_heads", 1)
     Int(1, 1024).check("model.n_heads", heads)
-    d_model = max(heads, round(cfg.model.ratio * task_size(cfg) / heads) * heads)
+    size = task_size(cfg)
+    d_model = max(heads, round(cfg.model.ratio * size / heads) * heads)
     try:  # the derived width must fit the domain a width typed directly has
         part_class(cfg, "model").SCHEMA["d_model"].check("model.d_model", d_model)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (derived from model.ratio={cfg.model.ratio!r})") from None
+    got = d_model / size
+    if not cfg.model.ratio / RATIO_SLACK <= got <= cfg.model.ratio * RATIO_SLACK:
+        raise ConfigError(
+            f"model.ratio={cfg.model.ratio!r} is not allowed: at task size {size} with {heads} head(s) it gives "
+            f"d_model {d_model}, ratio {got:.3g}, more than {RATIO_SLACK:g}x from it; the nearest widths are "
+            f"multiples of {heads} (ratio steps of {heads / size:.3g}), or set model.d_model"
+        )
     with open_dict(cfg):
         cfg.model.d_model = d_model
 

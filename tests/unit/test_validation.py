@@ -65,3 +65,13 @@ def test_a_run_that_cannot_fit_is_refused_where_it_trains(tmp_path, override):
     (line,) = result.stderr.strip().splitlines()
     assert "this run needs about" in line and "cpu has" in line and "available" in line
     assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize(("ratio", "d_model"), [(0.001, 4), (0.04, 4)])
+def test_a_width_far_from_the_ratio_asked_is_refused(ratio, d_model):
+    """p=47 with 4 heads: the nearest width is 4 (ratio 0.085), more than 2x from what was asked."""
+    with pytest.raises(ConfigError) as err:
+        prepare(compose_cfg([f"model.ratio={ratio}", "logger=none"]))
+    line = str(err.value)
+    assert line.startswith(f"model.ratio={ratio} is not allowed") and f"d_model {d_model}, ratio 0.0851" in line
+    prepare(compose_cfg(["model.ratio=0.06", "logger=none"]))  # 0.085 is within 2x of 0.06: allowed

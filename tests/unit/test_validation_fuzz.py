@@ -550,6 +550,8 @@ def judge(drawn: dict) -> Verdict:
     d_model = cfg["model.d_model"] if ratio is None else max(heads, round(ratio * size / heads) * heads)
     if not DOMAIN["model.d_model"](d_model):
         return Verdict(True, {"model.d_model"}, mentions=("model.ratio",))
+    if ratio is not None and not ratio / 2 <= d_model / size <= ratio * 2:  # the heads' rounding missed it by 2x
+        return Verdict(True, {"model.ratio"})
     if d_model % heads:
         return Verdict(True, {"model.d_model"}, mentions=("model.n_heads",))
     output = "real" if frac else "classes"
