@@ -68,7 +68,8 @@ def test_one_bad_cell_stops_the_whole_grid_before_launch(tmp_path):
 
 @pytest.mark.parametrize(
     "ratio,p,model,d_model",
-    [(1.5, 97, "transformer", 144), (0.25, 97, "transformer", 24), (1.0, 23, "mlp", 23), (0.01, 97, "transformer", 4)],
+    # 0.03 at p=97: the heads' least width, 4 (ratio 0.041, within 2x); 0.01 would be refused (test_validation)
+    [(1.5, 97, "transformer", 144), (0.25, 97, "transformer", 24), (1.0, 23, "mlp", 23), (0.03, 97, "transformer", 4)],
 )
 def test_ratio_sets_d_model_to_a_multiple_of_the_heads(ratio, p, model, d_model):
     cfg = compose_cfg([f"model={model}", f"model.ratio={ratio}", f"task.p={p}"])

@@ -147,10 +147,11 @@ def test_blackholed_host_waits_no_longer_than_init_timeout(tmp_path):
         hole.close()
 
     # the wait is the timeout, not W&B's own (90 s to start, 10 s more at exit for its error reports): each run
-    # waits about its timeout (6 s of slack for a loaded machine) and the longer setting waits longer by their
-    # difference (3 s of slack): a run that ignored the setting fails one or the other
+    # waits at most its timeout (6 s of slack for a loaded machine: the offline run it is measured against ran at
+    # another moment), and the longer setting waits longer by their difference (3 s of slack): a run that ignored
+    # the setting fails the one or the other
     (short, long), (w_short, w_long) = timeouts, (waited[timeouts[0]], waited[timeouts[1]])
-    assert short - 1 < w_short < short + 6 and long - 1 < w_long < long + 6, waited
+    assert w_short < short + 6 and w_long < long + 6, waited
     assert abs((w_long - w_short) - (long - short)) < 3, waited
 
 
