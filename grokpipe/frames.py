@@ -48,12 +48,10 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _flat(record: dict) -> dict:
-    """A summary as one row: crossings flattened (crossed_<column>, lead_<column>), nested records left out."""
-    row = {k: v for k, v in record.items() if k not in LEFT_OUT and not isinstance(v, dict)}
-    for key, prefix in (("crossed", "crossed_"), ("hidden_progress", "lead_")):
-        if isinstance(record.get(key), dict):
-            row.update({prefix + k: v for k, v in record[key].items()})
-    return row
+    """A summary as one row: crossings as columns (as cells.csv has them), nested records left out."""
+    from grokpipe.sweep_summary import _flat_crossings
+
+    return {k: v for k, v in _flat_crossings(record).items() if k not in LEFT_OUT and not isinstance(v, dict)}
 
 
 def _metrics(dirs: dict, key: str) -> pd.DataFrame:

@@ -7,13 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+from grokpipe.sweep_status import format_duration
 
 
 def _outcome(s: dict) -> str:
@@ -58,10 +52,11 @@ def describe(summary: dict, run_dir: Path) -> str:
             + f" (ratio {s.get('ratio', 0):.3g}), {s.get('optimizer')} lr {s.get('lr')} wd {s.get('wd')}, seed "
             f"{s.get('seed')}")  # fmt: skip
     unit = "steps" if s.get("unit") == "steps" else "epochs"
+    took = format_duration(s["wall_seconds"]) if s.get("wall_seconds") is not None else "?"
     lines = [
         _outcome(s),
         _measures(s),
-        f"trained {s.get('epochs_run')} {unit} in {_duration(s.get('wall_seconds'))}: {what}",
+        f"trained {s.get('epochs_run')} {unit} in {took}: {what}",
         f"run dir: {run_dir}" + (f"   figure: {run_dir / 'curves.png'}" if (run_dir / "curves.png").exists() else ""),
         _wandb(run_dir),
         f"full record: {run_dir / 'summary.json'} (train.print_summary=true prints it here)",
