@@ -6,14 +6,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from grokpipe.command_line import check_command_line
+from grokpipe.config.command_line import check_command_line
 
 CONF = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from grokpipe.job import main as run_job  # imports torch: when a job runs, not for --help or --cfg
+    from grokpipe.run.job import main as run_job  # imports torch: when a job runs, not for --help or --cfg
 
     return run_job(cfg)
 

@@ -1,6 +1,6 @@
 """`python -m grokpipe status|summarize SWEEP_DIR`: a sweep dir's state, or its summary rebuilt.
 
-The commands are grokpipe.sweep_report's: they read the sweep dir's files, so they work whether or not the process
+The commands are grokpipe.sweep.report's: they read the sweep dir's files, so they work whether or not the process
 that launched the sweep is still there."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     sm = sub.add_parser("summarize", help="(re)build a sweep's summary, database and figures from its files")
     sm.add_argument("sweep_dir", type=Path)
     args = ap.parse_args(argv)
-    import grokpipe.sweep_report as sweep_report
+    import grokpipe.sweep.report as sweep_report
 
     if args.command == "status":
         return sweep_report.status(args.sweep_dir, args.watch)

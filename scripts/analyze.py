@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from grokpipe.analysis import AnalysisError, analyze_run, plot_analysis, write_analysis_csv
+from grokpipe.results.analysis import AnalysisError, analyze_run, plot_analysis, write_analysis_csv
 
 
 def main(argv: list[str] | None = None) -> int:

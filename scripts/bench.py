@@ -8,11 +8,11 @@
 In-process rows, per device and d_model (full batch, eval every 10 epochs):
   reference  seed 003's own model and loop (scripts/seed003_loop.py: its hand-written pre-LN transformer, torch's
              AdamW; forward, cross-entropy, zero_grad, backward, step; train and val evaluated through .item())
-  single     grokpipe.train.run() itself (logger=none, plot=false, patience=null) in a temp dir
-  packed     grokpipe.train.train() of a pack of N members (seeds x weight decays); counts member-epochs
+  single     grokpipe.run.train.run() itself (logger=none, plot=false, patience=null) in a temp dir
+  packed     grokpipe.run.train.train() of a pack of N members (seeds x weight decays); counts member-epochs
   bf16       run() with train.precision=bf16
   step_floor the bare training step of grokpipe's model and nothing else (no evaluation, metrics or files), as
-             grokpipe.stack.GraphedStep runs it: on CUDA one CUDA-graph replay per epoch. A launch-bound
+             grokpipe.run.stack.GraphedStep runs it: on CUDA one CUDA-graph replay per epoch. A launch-bound
              run cannot go faster; single / step_floor is the overhead of everything run() adds
   packed_gpu (CUDA only) train() of a pack of --gpu-members members (64)
   sweep_*    (--procs) run() in fresh processes: one alone with the default threads, one alone with one
@@ -20,13 +20,13 @@ In-process rows, per device and d_model (full batch, eval every 10 epochs):
 Whole-process rows (--process, CPU), each a fresh `python` process timed from outside, start to finish:
   process_reference  `python scripts/seed003_loop.py --prime P --d_model D --epochs E`
   process_reference_keep_heap   the same with glibc's malloc keeping freed memory (GLIBC_TUNABLES), as
-                     grokpipe's run sets it for itself (grokpipe.device.keep_freed_memory)
+                     grokpipe's run sets it for itself (grokpipe.run.device.keep_freed_memory)
   process_grokpipe   `python launch.py sweep=seed003 task.p=P model.d_model=D train.max_epochs=E logger=none`
   process_grokpipe_1thread, process_grokpipe_bf16   the same with train.threads=1, with train.precision=bf16
   import_torch       `python -c "import torch"`
   startup            `python launch.py ...` for one epoch (train.eval_every=1, plot=false) minus import_torch: the
                      start-up before the first epoch, with one epoch and the finish (summary, checkpoint) on top
-In process every row runs with glibc's malloc keeping freed memory (grokpipe.device.keep_freed_memory, which a
+In process every row runs with glibc's malloc keeping freed memory (grokpipe.run.device.keep_freed_memory, which a
 run sets for its whole process); the whole-process rows show what it gives each side.
 Timings are medians over --repeats rounds; within a round the rows run one after another, so their ratios
 are measured side by side. FLOPs per epoch are counted by torch.utils.flop_counter.FlopCounterMode on the
@@ -58,8 +58,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import seed003_loop  # noqa: E402
 
-from grokpipe.device import KEEP_FREE_BYTES, keep_freed_memory  # noqa: E402
 from grokpipe.models import build_model  # noqa: E402
+from grokpipe.run.device import KEEP_FREE_BYTES, keep_freed_memory  # noqa: E402
 from grokpipe.tasks import build_task  # noqa: E402
 
 EVAL_EVERY = 10
@@ -140,8 +140,8 @@ def reference(p: int, d_model: int, epochs: int, device: str) -> float:
 
 
 def single(p: int, d_model: int, epochs: int, device: str, extra: tuple = ()) -> float:
-    """grokpipe.train.run() end to end in a temp dir; returns seconds."""
-    from grokpipe.train import run
+    """grokpipe.run.train.run() end to end in a temp dir; returns seconds."""
+    from grokpipe.run.train import run
 
     cfg = compose(run_overrides(p, d_model, epochs, device, extra))
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,8 +153,8 @@ def single(p: int, d_model: int, epochs: int, device: str, extra: tuple = ()) ->
 
 
 def packed(p: int, d_model: int, epochs: int, device: str, members: int) -> float:
-    """grokpipe.train.train() of a pack of `members` seeds x weight decays; returns seconds."""
-    from grokpipe.train import train
+    """grokpipe.run.train.train() of a pack of `members` seeds x weight decays; returns seconds."""
+    from grokpipe.run.train import train
 
     wds = (1.0, 0.3, 0.1, 3.0)
     cfgs = [
@@ -173,7 +173,7 @@ def step_floor(p: int, d_model: int, epochs: int, device: str) -> float:
     """Seconds for `epochs` bare training steps of one model (the module on a CPU, a graphed pack of one on CUDA)."""
     from grokpipe.losses import build_loss
     from grokpipe.optim import build_optimizer
-    from grokpipe.stack import GraphedStep, make_stack
+    from grokpipe.run.stack import GraphedStep, make_stack
 
     cfg = compose(run_overrides(p, d_model, epochs, device))
     task = build_task(cfg.task)
@@ -227,7 +227,7 @@ def sweep_round(p: int, d_model: int, epochs: int, procs: int, threads: int | No
     return sum(epochs / s for s in seconds)
 
 
-# glibc's malloc told, through its environment, what grokpipe.device.keep_freed_memory() sets in a run's process
+# glibc's malloc told, through its environment, what grokpipe.run.device.keep_freed_memory() sets in a run's process
 KEEP_HEAP_ENV = {"GLIBC_TUNABLES": f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={KEEP_FREE_BYTES}"}
 
 

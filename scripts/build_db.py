@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from grokpipe.errors import fail
-from grokpipe.results_db import build, update
+from grokpipe.core.errors import fail
+from grokpipe.results.database import build, update
 
 
 def main(argv: list[str] | None = None) -> int:

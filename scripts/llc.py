@@ -16,8 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from grokpipe.analysis import AnalysisError
-from grokpipe.llc import (
+from grokpipe.results.analysis import AnalysisError
+from grokpipe.results.llc import (
     CALIBRATION_FIELDS,
     MissingExtra,
     SGLDSettings,

@@ -50,7 +50,7 @@ def timed(fn, repeats: int) -> float:
 
 
 def in_process(p: int, d_model: int, eval_every: int, repeats: int, all_measures: list[str]) -> dict:
-    from grokpipe.train import Loop, train
+    from grokpipe.run.train import Loop, train
 
     overrides = [f"task.p={p}", f"model.d_model={d_model}", "logger=none", "train.plot=false", "train.print_every=0"]
     overrides += [f"measures=[{','.join(all_measures)}]", "train.max_epochs=5", "train.patience=null"]

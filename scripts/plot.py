@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from grokpipe.errors import fail
-from grokpipe.sweep_figures import FORMATS, write_figures
+from grokpipe.core.errors import fail
+from grokpipe.results.figures import FORMATS, write_figures
 
 
 def main(argv: list[str] | None = None) -> int:

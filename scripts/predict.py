@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from grokpipe.errors import fail
+from grokpipe.core.errors import fail
 
 FORMULAS = {
     "add": "({a} + {b})",
@@ -52,11 +52,11 @@ def predict(run_dir: Path, a_text: str, b_text: str) -> str:
     import torch
     from omegaconf import OmegaConf
 
-    from grokpipe.checkpoint import load_checkpoint
-    from grokpipe.errors import ConfigError
+    from grokpipe.config.validate import apply_ratio, task_size
+    from grokpipe.core.checkpoint import load_checkpoint
+    from grokpipe.core.errors import ConfigError
     from grokpipe.models import build_model
     from grokpipe.tasks import build_task
-    from grokpipe.validate import apply_ratio, task_size
 
     cfg = OmegaConf.load(config)
     try:

@@ -14,7 +14,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from grokpipe.errors import ConfigError, fail
+from grokpipe.core.errors import ConfigError, fail
 
 
 def _from_db(db: Path, run_id: str) -> Path:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rtol < 0 or args.atol < 0:
         fail("--rtol and --atol must be non-negative")
     run_dir = _from_db(args.db, args.run) if args.db is not None else Path(args.run)
-    from grokpipe.reproduce import describe, recorded_config, reproduce
+    from grokpipe.results.reproduce import describe, recorded_config, reproduce
 
     try:
         recorded_config(run_dir)  # bad input fails here, before anything trains

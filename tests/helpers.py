@@ -50,7 +50,7 @@ def without_elapsed(rows: list[dict]) -> list[dict]:
 def checked_rows(path: Path, epochs: list[int] | None = None) -> list[dict]:
     """metrics.csv read back strictly: every raw line is its header or a parsed row (nothing torn, nothing dropped),
     epochs unique and evenly spaced from the first evaluation, and equal to `epochs` when given."""
-    from grokpipe.outputs import read_metrics
+    from grokpipe.core.outputs import read_metrics
 
     lines = path.read_text().splitlines()
     rows = read_metrics(path)
@@ -97,7 +97,7 @@ def start_run(args: list[str], run_dir: Path, env: dict | None = None) -> subpro
 
 def wait_rows(path: Path, epoch: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
     """Until metrics.csv at `path` holds a row of `epoch` or later; fails if `proc` ends first."""
-    from grokpipe.outputs import read_metrics
+    from grokpipe.core.outputs import read_metrics
 
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -1,6 +1,6 @@
 """Loggers: where a run's rows and a sweep's summary go besides the local files (metrics.csv, summary.json, the
 sweep's tables), which are written whatever the logger. Each is one file here plus one YAML in conf/logger/ whose
-`_target_` names its class; its SCHEMA declares its keys, checked with every other part's (grokpipe.validate).
+`_target_` names its class; its SCHEMA declares its keys, checked with every other part's (grokpipe.config.validate).
 
 A logger is built from its config node (`build_logger(cfg.logger)`) and asked for two things:
 - `start(config, run_dir, name, concurrent)`: a run's log, with `log(row)` per evaluation and `finish(summary,
@@ -16,7 +16,7 @@ from typing import Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
-from grokpipe.schema import Nullable, Str
+from grokpipe.core.schema import Nullable, Str
 
 
 class RunLog(Protocol):
@@ -50,7 +50,8 @@ class Logger:
 
 
 def build_logger(logger_cfg: DictConfig) -> Logger:
-    """The logger a checked config's `logger` node names (grokpipe.validate refuses any other), its keys as settings."""
+    """The logger a checked config's `logger` node names (grokpipe.config.validate refuses any other), its keys as
+    settings."""
     import importlib
 
     target = logger_cfg.get("_target_")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from grokpipe.core.schema import Choice
 from grokpipe.loggers import Logger
-from grokpipe.schema import Choice
 
 
 class NoLogger(Logger):

@@ -1,4 +1,4 @@
-"""`logger=wandb`: every run a W&B run (offline without credentials: grokpipe.wandb_log), a sweep's end a run of
+"""`logger=wandb`: every run a W&B run (offline without credentials: grokpipe.loggers.wandb_run), a sweep's end a run of
 job_type `sweep-summary` in the sweep's group holding its tables and figures."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from grokpipe.core.schema import Anything, Bool, Choice, Float, Nullable, Str
 from grokpipe.loggers import Logger, RunLog
-from grokpipe.schema import Anything, Bool, Choice, Float, Nullable, Str
 
 
 def _cell(value):
@@ -30,7 +30,7 @@ class Wandb(Logger):
     }
 
     def start(self, config: dict, run_dir: Path, name: str, concurrent: bool = False) -> RunLog | None:
-        from grokpipe.wandb_log import WandbRun
+        from grokpipe.loggers.wandb_run import WandbRun
 
         return WandbRun(config, run_dir, name, concurrent=concurrent)
 
@@ -38,7 +38,7 @@ class Wandb(Logger):
         self, config: dict, sweep_dir: Path, group: str, tables: dict[str, tuple], images: dict[str, Path],
         totals: dict,
     ) -> None:  # fmt: skip
-        from grokpipe.wandb_log import WandbRun
+        from grokpipe.loggers.wandb_run import WandbRun
 
         logger = {**self.settings, "group": group, "job_type": "sweep-summary", "tags": ["sweep-summary"]}
         run = WandbRun({**config, "logger": logger}, sweep_dir, f"summary-{group}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from grokpipe.schema import Str
+from grokpipe.core.schema import Str
 
 
 class Loss:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from grokpipe.errors import ConfigError
-from grokpipe.schema import Int, Mapping, Nullable, Str
+from grokpipe.core.errors import ConfigError
+from grokpipe.core.schema import Int, Mapping, Nullable, Str
 
 SPLITS = ("train", "val")
 
@@ -31,7 +31,7 @@ class Evaluation:
     inputs: dict[str, torch.Tensor]  # split -> [M, N, seq_len] token sequences
     task: object  # grokpipe.tasks.Task
     loss: object  # grokpipe.losses.Loss
-    stack: object  # grokpipe.stack: the members' parameters
+    stack: object  # grokpipe.run.stack: the members' parameters
     optimizer: object  # grokpipe.optim.StackedOptimizer
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from grokpipe.core.schema import Bool, Float, Int
 from grokpipe.measures import Evaluation, Measure
-from grokpipe.schema import Bool, Float, Int
 
 EMBEDDING = "tok.weight"  # every model's token embedding: [vocab_size, d_model]
 

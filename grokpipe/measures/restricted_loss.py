@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from grokpipe.core.schema import Float, Int
 from grokpipe.measures import Evaluation, Measure
-from grokpipe.schema import Float, Int
 
 
 def grid_bytes(p: int, m: int) -> int:

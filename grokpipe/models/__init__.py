@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from grokpipe.schema import Float, Int, Nullable, Str
+from grokpipe.core.schema import Float, Int, Nullable, Str
 from grokpipe.tasks import TaskSpec
 
 BASE_SCHEMA = {

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from grokpipe.core.schema import Float, Int
 from grokpipe.models import BASE_SCHEMA
-from grokpipe.schema import Float, Int
 from grokpipe.tasks import TaskSpec
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from grokpipe.schema import Bool, Float, Int, Section, Str
+from grokpipe.core.schema import Bool, Float, Int, Section, Str
 
 PER_MEMBER = ("lr", "wd", "warmup_steps")  # optim keys that may differ between members of a pack
 
@@ -48,7 +48,7 @@ class StackedOptimizer:
     }
 
     def __init__(self, flat: torch.Tensor, members: list[DictConfig], layout: list | None = None) -> None:
-        """`layout`: the parameter tensors' slots in a row (grokpipe.stack.Slot), for updates made per tensor."""
+        """`layout`: the parameter tensors' slots in a row (grokpipe.run.stack.Slot), for updates made per tensor."""
         o, hyper = members[0], dict(dtype=torch.float64, device=flat.device)
         self.flat, self.m = flat, flat.shape[0]
         self.layout = layout if layout is not None else []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from grokpipe.core.schema import Float, Tuple
 from grokpipe.optim import StackedOptimizer
-from grokpipe.schema import Float, Tuple
 
 BETAS = Tuple((Float(0, 1, hi_open=True), Float(0, 1, hi_open=True)))
 # a normal float32, with room to spare: an eps that rounds to 0 makes the step 0/0 = NaN

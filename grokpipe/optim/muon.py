@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from grokpipe.core.schema import Bool, Float, Int, Section
 from grokpipe.optim import StackedOptimizer
 from grokpipe.optim.adamw import BETAS, EPS, adam_update
-from grokpipe.schema import Bool, Float, Int, Section
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic: fast growth of small singular values towards ~1
 ADAMW_PREFIXES = ("tok.", "pos.", "head.")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from grokpipe.core.schema import Float
 from grokpipe.optim import StackedOptimizer
-from grokpipe.schema import Float
 
 
 class SGD(StackedOptimizer):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from grokpipe.schema import Float, Int, Str, refuse
+from grokpipe.core.schema import Float, Int, Str, refuse
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from grokpipe.schema import Float, Int
+from grokpipe.core.schema import Float, Int
 from grokpipe.tasks import Task, TaskSpec
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"

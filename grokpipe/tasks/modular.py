@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from grokpipe.schema import Choice, Int, refuse
+from grokpipe.core.schema import Choice, Int, refuse
 from grokpipe.tasks import Task, TaskSpec
 
 OPS = {

@@ -28,9 +28,8 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-import grokpipe.split as split
-from grokpipe.errors import fail
-from grokpipe.sweep import (
+import grokpipe.core.split as split
+from grokpipe.core.cells import (
     BOUNDARY,
     BOUNDARY_FIELDS,
     MISSING,
@@ -42,6 +41,7 @@ from grokpipe.sweep import (
     write_cells,
     write_packs,
 )
+from grokpipe.core.errors import fail
 from hydra_plugins.grokpipe_plugins.grid_sweeper import GridSweeper
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class BoundarySweeper(GridSweeper):
         values = self._ladder_values()
         if self.mode == "wd":
             return [(v, f"optim.wd={v:g}") for v in values]
-        from grokpipe.validate import task_size
+        from grokpipe.config.validate import task_size
 
         points = {}
         for v in values:
@@ -232,9 +232,9 @@ class BoundarySweeper(GridSweeper):
         else:
             log.warning(f"boundary search stopped after max_rounds={self.max_rounds} rounds, unsettled")
         rows = self._report(state, sweep_dir, axis, ladder, seeds, stopped)
-        from grokpipe.sweep import read_cells
-        from grokpipe.sweep_figures import plot_boundary
-        from grokpipe.sweep_summary import table
+        from grokpipe.core.cells import read_cells
+        from grokpipe.results.figures import plot_boundary
+        from grokpipe.sweep.summary import table
 
         plot_boundary(rows, table(read_cells(sweep_dir)), sweep_dir / "boundary.png", sweep_dir.name, self.share)
         for r in rows:
@@ -367,7 +367,7 @@ class BoundarySweeper(GridSweeper):
     def _launch_packed(self, sweep_dir: Path, jobs: list[dict], composed: list) -> None:
         """The round's cells (`composed`: their configs) packed by shape; pack numbers go on from the earlier rounds'
         (packs.json keeps all)."""
-        from grokpipe.packing import group_by_shape
+        from grokpipe.config.packing import group_by_shape
 
         previous = read_packs(sweep_dir)
         cfgs = []

@@ -2,7 +2,7 @@
 a manifest of the cells (`cells.json` in the sweep dir) that the sweep summary reads, and packing.
 
 With `hydra.sweeper.pack=true` the cells that share a shape (all but seed, lr, wd, warm-up, split seed,
-patience) become one job each, trained as one stacked model (`grokpipe.train`): an N-cell grid is
+patience) become one job each, trained as one stacked model (`grokpipe.run.train`): an N-cell grid is
 launched as one job per distinct shape on whichever launcher is chosen (in-process, local, one SLURM
 array). Every cell keeps its own run dir and outputs; the pack jobs' own dirs are `packs/<k>`.
 """
@@ -17,9 +17,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-import grokpipe.split as split
-from grokpipe.errors import ConfigError, fail
-from grokpipe.sweep import PACK_DIRS, CellDied, coordinates, sweep_group, write_cells, write_packs
+import grokpipe.core.split as split
+from grokpipe.core.cells import PACK_DIRS, CellDied, coordinates, sweep_group, write_cells, write_packs
+from grokpipe.core.errors import ConfigError, fail
 
 log = logging.getLogger(__name__)
 ELLIPSIS = "..."
@@ -157,7 +157,7 @@ class GridSweeper(BasicSweeper):
     def compose_cell(self, overrides, num: int, label: str, after: str = "nothing was launched"):
         """One cell's config, composed as job `num` and checked. If it is not allowed: the line
         `error: <label>: <why>; <after>` on stderr, and exit 2."""
-        from grokpipe.validate import prepare  # imports torch: here, not when Hydra discovers the plugins
+        from grokpipe.config.validate import prepare  # imports torch: here, not when Hydra discovers the plugins
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(cfg):
@@ -187,7 +187,7 @@ class GridSweeper(BasicSweeper):
 
     def plan_packs(self, cells: list[tuple]) -> list[list[int]]:
         """Group the cells by shape, write each cell's run config to its dir and the plan to `packs.json`."""
-        from grokpipe.packing import check_packable, group_by_shape
+        from grokpipe.config.packing import check_packable, group_by_shape
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         task_cfgs, dirs = [], []

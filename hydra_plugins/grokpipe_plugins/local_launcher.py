@@ -3,7 +3,7 @@
 Each cell runs in a forked worker with torch's thread count set so workers x threads = cores (two
 one-thread processes beat one two-thread process for these small models). A worker that dies (killed,
 out of memory) is reported as a failed cell; the other cells go on. While it waits, one status line
-(`grokpipe.sweep_status`) says how many cells are done, running, pending and failed.
+(`grokpipe.sweep.status`) says how many cells are done, running, pending and failed.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from omegaconf import open_dict
 
-from grokpipe.sweep import CellDied, mark_failed
-from grokpipe.sweep_status import ENDED, PENDING, RUNNING, SweepStatus
+from grokpipe.core.cells import CellDied, mark_failed
+from grokpipe.sweep.status import ENDED, PENDING, RUNNING, SweepStatus
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0  # how often the status line is refreshed while every worker is busy

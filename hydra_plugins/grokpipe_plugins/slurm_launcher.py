@@ -39,9 +39,9 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf
 
-from grokpipe.errors import fail
-from grokpipe.sweep import CellDied, mark_failed
-from grokpipe.sweep_status import ENDED, PENDING, RUNNING, SweepStatus
+from grokpipe.core.cells import CellDied, mark_failed
+from grokpipe.core.errors import fail
+from grokpipe.sweep.status import ENDED, PENDING, RUNNING, SweepStatus
 
 log = logging.getLogger(__name__)
 POLL_S = 2.0  # between looks at the queue and the result files

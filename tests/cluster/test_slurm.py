@@ -32,8 +32,8 @@ from helpers import (
 )
 from omegaconf import OmegaConf
 
-from grokpipe.checkpoint import load_checkpoint
-from grokpipe.outputs import read_metrics
+from grokpipe.core.checkpoint import load_checkpoint
+from grokpipe.core.outputs import read_metrics
 
 pytestmark = pytest.mark.slurm
 TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]

@@ -16,7 +16,8 @@ from helpers import ROOT, compose_cfg, fast_grok_run
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from grokpipe.analysis import (
+from grokpipe.core.outputs import read_metrics
+from grokpipe.results.analysis import (
     AnalysisError,
     analyze_run,
     check_fourier_task,
@@ -28,7 +29,6 @@ from grokpipe.analysis import (
     read_analysis_csv,
     top_frequencies,
 )
-from grokpipe.outputs import read_metrics
 
 # one xdist worker runs the module (pytest -n, --dist loadgroup): the end-to-end tests share one grokking run
 pytestmark = pytest.mark.xdist_group("analysis_grokked_run")

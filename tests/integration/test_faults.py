@@ -31,10 +31,10 @@ from helpers import (
     without_elapsed,
 )
 
-from grokpipe.checkpoint import load_checkpoint, save_latest
-from grokpipe.errors import ConfigError
-from grokpipe.outputs import MetricsLog, StorageError, read_metrics
-from grokpipe.train import run
+from grokpipe.core.checkpoint import load_checkpoint, save_latest
+from grokpipe.core.errors import ConfigError
+from grokpipe.core.outputs import MetricsLog, StorageError, read_metrics
+from grokpipe.run.train import run
 
 SHORT = [
     "task.p=23",

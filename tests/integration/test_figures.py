@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers import run_script, script
 
-from grokpipe.results_db import build
-from grokpipe.sweep_figures import write_figures
+from grokpipe.results.database import build
+from grokpipe.results.figures import write_figures
 
 # the results database, figure and predict tests run on one xdist worker (pytest -n, --dist loadgroup): they
 # read the same two sweeps (the results_root fixture), made once

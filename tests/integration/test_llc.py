@@ -16,8 +16,8 @@ from helpers import ROOT, compose_cfg, launch, needs_devinterp
 from matplotlib.image import imread
 from torch import nn
 
-from grokpipe.analysis import list_checkpoints
-from grokpipe.llc import (
+from grokpipe.results.analysis import list_checkpoints
+from grokpipe.results.llc import (
     CALIBRATION_FIELDS,
     LLC_FIELDS,
     MISSING_EXTRA,
@@ -171,8 +171,8 @@ def test_the_estimate_through_the_calibration_path_recovers_known_coefficients()
     d/2 = 2 and the product model's k/2 = 2 though it has d = 8 parameters (d/2 = 4). Tolerance 0.6: the estimate's
     spread over 4 chains of 600 draws is about 0.2 (measured 1.98 and 2.10 with 2 chains, chain std 0.36 and 0.21)."""
     needs_devinterp()
-    from grokpipe.llc import SGLDSettings, calibrate, default_nbeta
     from grokpipe.losses import build_loss
+    from grokpipe.results.llc import SGLDSettings, calibrate, default_nbeta
 
     torch.manual_seed(0)
     n, k = 500, 4

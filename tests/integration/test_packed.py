@@ -11,12 +11,12 @@ import pytest
 import torch
 from helpers import assert_same_rows, checked_rows, compose_cfg, file_hashes
 
-from grokpipe.checkpoint import load_checkpoint
-from grokpipe.errors import ConfigError
-from grokpipe.outputs import METRIC_FIELDS, StorageError, read_metrics
-from grokpipe.packing import check_packable, group_by_shape
-from grokpipe.train import run
-from grokpipe.train import train as train_packed
+from grokpipe.config.packing import check_packable, group_by_shape
+from grokpipe.core.checkpoint import load_checkpoint
+from grokpipe.core.errors import ConfigError
+from grokpipe.core.outputs import METRIC_FIELDS, StorageError, read_metrics
+from grokpipe.run.train import run
+from grokpipe.run.train import train as train_packed
 
 # one xdist worker runs the module (pytest -n, --dist loadgroup): three tests share one pack and its single runs
 pytestmark = pytest.mark.xdist_group("packed_pack_and_singles")

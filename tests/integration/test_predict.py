@@ -69,7 +69,7 @@ def test_an_ungrokked_run_still_gets_the_true_answer(root, capsys):
 
 def _tiny_run(tmp_path, overrides):
     """A real short training run in a dir laid out as Hydra does (the composed config in .hydra/config.yaml)."""
-    from grokpipe.train import run
+    from grokpipe.run.train import run
 
     cfg = compose_cfg(["model=mlp", "model.d_model=8", "train.max_epochs=10", "logger=none", "train.plot=false",
                        "train.print_every=0", *overrides])  # fmt: skip

@@ -12,16 +12,16 @@ import torch
 from helpers import ROOT, compose_cfg, launch, run_script, without_elapsed
 from omegaconf import OmegaConf
 
-from grokpipe import provenance
-from grokpipe.outputs import read_metrics
-from grokpipe.results_db import build
+from grokpipe.core.outputs import read_metrics
+from grokpipe.results.database import build
+from grokpipe.run import provenance
 
 # attention, Fourier and every default measure, in a few seconds
 SMALL = ["task.p=23", "model.d_model=16", "train.max_epochs=40", "train.checkpoint_every=20", "train.plot=false"]
 
 
 def _train(tmp_path, name: str, overrides: list[list[str]]) -> list:
-    from grokpipe.train import train
+    from grokpipe.run.train import train
 
     cfgs = [compose_cfg([*SMALL, "logger=none", *o]) for o in overrides]
     dirs = [tmp_path / f"{name}{i}" for i in range(len(cfgs))]
@@ -80,7 +80,7 @@ def test_provenance_in_run_dir_summary_and_database(tmp_path):
 
 
 def test_resume_keeps_the_first_provenance_and_says_what_differs(tmp_path):
-    from grokpipe.train import run
+    from grokpipe.run.train import run
 
     run_dir = tmp_path / "run"
     run(compose_cfg([*SMALL, "logger=none", "train.max_epochs=20"]), run_dir)

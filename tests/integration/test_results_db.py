@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from helpers import TINY, launch, run_script, script
 
-from grokpipe.results_db import build, build_sweep_db, update
-from grokpipe.sweep import sweep_group
+from grokpipe.core.cells import sweep_group
+from grokpipe.results.database import build, build_sweep_db, update
 
 # the results database, figure and predict tests run on one xdist worker (pytest -n, --dist loadgroup): they
 # read the same two sweeps (the results_root fixture), made once
@@ -380,6 +380,6 @@ def test_results_load_into_dataframes_from_a_sweep_a_run_and_a_database(root, db
 
 
 def read_metrics_rows(run_dir: Path) -> list[dict]:
-    from grokpipe.outputs import read_metrics
+    from grokpipe.core.outputs import read_metrics
 
     return read_metrics(run_dir / "metrics.csv")

@@ -11,16 +11,16 @@ import pytest
 from helpers import compose_cfg, needs_devinterp, script, without_elapsed
 from omegaconf import OmegaConf
 
-from grokpipe.analysis import list_checkpoints
-from grokpipe.checkpoint import load_checkpoint
-from grokpipe.errors import ConfigError
-from grokpipe.llc import LLC_BASE_FIELDS, SGLDSettings, calibration_ends, chance_loss, estimate_run, plot_llc
+from grokpipe.core.checkpoint import load_checkpoint
+from grokpipe.core.errors import ConfigError
+from grokpipe.core.outputs import read_metrics
 from grokpipe.losses import build_loss
-from grokpipe.outputs import read_metrics
-from grokpipe.results_db import build
+from grokpipe.results.analysis import list_checkpoints
+from grokpipe.results.database import build
+from grokpipe.results.llc import LLC_BASE_FIELDS, SGLDSettings, calibration_ends, chance_loss, estimate_run, plot_llc
+from grokpipe.run.train import run
+from grokpipe.run.train import train as train_packed
 from grokpipe.tasks import build_task
-from grokpipe.train import run
-from grokpipe.train import train as train_packed
 
 # one xdist worker runs the module (pytest -n, --dist loadgroup): its tests share one run in steps
 pytestmark = pytest.mark.xdist_group("steps_tiny_run")

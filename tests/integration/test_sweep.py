@@ -11,9 +11,9 @@ import pytest
 from helpers import ROOT, checked_rows, compose_cfg, launch, offline_runs, summary
 from hydra import compose, initialize_config_dir
 
-from grokpipe.outputs import read_metrics
-from grokpipe.sweep import PACKS, exit_status, read_cells, read_pack, write_cells, write_packs
-from grokpipe.validate import prepare
+from grokpipe.config.validate import prepare
+from grokpipe.core.cells import PACKS, exit_status, read_cells, read_pack, write_cells, write_packs
+from grokpipe.core.outputs import read_metrics
 from hydra_plugins.grokpipe_plugins.grid_sweeper import expand_ellipsis
 
 TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]
@@ -280,7 +280,7 @@ def test_a_sweep_is_summarised_by_its_own_axes(tmp_path):
     failure in its own row."""
     import sqlite3
 
-    from grokpipe.sweep_summary import summarize
+    from grokpipe.sweep.summary import summarize
 
     sweep = tmp_path / "sw"
     args = ["-m", "optim=adamw,muon", "optim.lr=1e-3,3e-3", "train.seed=0,1", *TINY, "hydra/launcher=local"]

@@ -7,7 +7,7 @@ import csv
 
 from helpers import launch
 
-from grokpipe.sweep import SUCCESS
+from grokpipe.core.cells import SUCCESS
 
 TINY = ["model=mlp", "task.p=23", "train.max_epochs=30", "logger=none", "train.print_every=0", "train.plot=false"]
 

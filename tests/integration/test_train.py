@@ -8,15 +8,15 @@ import pytest
 import torch
 from helpers import ROOT, compose_cfg, fast_grok_run, launch, without_elapsed
 
-from grokpipe.checkpoint import load_checkpoint
+from grokpipe.config.validate import part_class
+from grokpipe.core.checkpoint import load_checkpoint
+from grokpipe.core.outputs import METRIC_FIELDS, read_metrics
 from grokpipe.losses import build_loss
 from grokpipe.models import build_model
 from grokpipe.optim import build_optimizer
-from grokpipe.outputs import METRIC_FIELDS, read_metrics
-from grokpipe.stack import make_stack
+from grokpipe.run.stack import make_stack
+from grokpipe.run.train import run
 from grokpipe.tasks import build_task
-from grokpipe.train import run
-from grokpipe.validate import part_class
 
 SHORT = [
     "task.p=23",
@@ -146,8 +146,8 @@ def test_small_run_groks(shared_dir):
 
 
 def test_auto_engine_is_the_loop_on_cpu_and_a_pack_of_one_on_cuda(monkeypatch):
-    from grokpipe import train
-    from grokpipe.train import choose_engine
+    from grokpipe.run import train
+    from grokpipe.run.train import choose_engine
 
     assert choose_engine(compose_cfg(SHORT)) == "loop"
     assert choose_engine(compose_cfg([*SHORT, "train.engine=packed"])) == "packed"
@@ -198,8 +198,8 @@ def test_a_measure_every_k_evaluations_leaves_empty_cells_between(tmp_path):
 def test_precision_auto_is_bf16_only_on_bf16_cpus_from_width_32_and_a_resume_elsewhere_is_refused(
     tmp_path, monkeypatch
 ):
-    import grokpipe.train as train_module
-    from grokpipe.errors import ConfigError
+    import grokpipe.run.train as train_module
+    from grokpipe.core.errors import ConfigError
 
     def on(flags):
         monkeypatch.setattr(train_module, "cpu_info", lambda: ("a CPU", flags))

@@ -10,8 +10,9 @@ import sys
 import pytest
 from helpers import FAST_GROK, ROOT, history, launch, offline_runs, summary
 
-from grokpipe.outputs import read_metrics
-from grokpipe.wandb_log import choose_mode, scrub
+from grokpipe.core.outputs import read_metrics
+from grokpipe.core.secrets import scrub
+from grokpipe.loggers.wandb_run import choose_mode
 
 
 def _no_credentials(tmp_path) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from helpers import assert_same_rows, checked_rows, launch, start_run, wait_rows
 
-from grokpipe.outputs import read_metrics
+from grokpipe.core.outputs import read_metrics
 
 FAST = [
     "model=mlp",

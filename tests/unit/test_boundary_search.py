@@ -133,7 +133,7 @@ def test_a_packed_search_keeps_one_pack_plan_across_its_rounds(tmp_path):
     from helpers import compose_cfg
     from omegaconf import OmegaConf
 
-    from grokpipe.sweep import PACKS, read_pack
+    from grokpipe.core.cells import PACKS, read_pack
 
     launched = []
 

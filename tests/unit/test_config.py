@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from helpers import CONF, compose_cfg
 
+from grokpipe.config.validate import prepare, task_size
 from grokpipe.models import build_model
 from grokpipe.tasks import TaskSpec
-from grokpipe.validate import prepare, task_size
 
 GROUPS = {
     g: sorted(p.stem for p in (CONF / g).glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""The process-level settings a run makes on its machine (grokpipe.device)."""
+"""The process-level settings a run makes on its machine (grokpipe.run.device)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import platform
 import pytest
 import torch
 
-from grokpipe.device import KEEP_FREE_BYTES, keep_freed_memory
+from grokpipe.run.device import KEEP_FREE_BYTES, keep_freed_memory
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's malloc's")
 
@@ -55,10 +55,10 @@ sys.path.insert(0, {str(tests)!r}); sys.path.insert(0, {str(tests / "unit")!r})
 import torch
 from test_device import mallinfo
 from helpers import compose_cfg
-import grokpipe.train
+import grokpipe.run.train
 if sys.argv[1] == "run":
     cfg = compose_cfg(["task.p=11", "model.d_model=8", "train.max_epochs=2", "logger=none", "train.plot=false"])
-    grokpipe.train.run(cfg, {str(tmp_path / "run")!r})
+    grokpipe.run.train.run(cfg, {str(tmp_path / "run")!r})
 mapped = mallinfo().hblkhd
 x = torch.empty(64 << 20, dtype=torch.uint8); x.fill_(1)
 print("heap" if mallinfo().hblkhd == mapped else "mapped")

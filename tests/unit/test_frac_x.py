@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from helpers import compose_cfg
 from torch import nn
 
-from grokpipe.errors import ConfigError
+from grokpipe.config.validate import prepare
+from grokpipe.core.errors import ConfigError
 from grokpipe.losses import build_loss
 from grokpipe.measures import build_measures
 from grokpipe.models import build_model
-from grokpipe.stack import make_stack
+from grokpipe.run.stack import make_stack
 from grokpipe.tasks import build_task
 from grokpipe.tasks.frac_x import LETTERS, X
-from grokpipe.validate import prepare
 
 REAL = ["task=frac_x", "model=causal_transformer", "loss=mse"]
 

@@ -12,18 +12,18 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_same_rows, compose_cfg, launch
 
-from grokpipe.checkpoint import load_checkpoint
-from grokpipe.errors import ConfigError
+from grokpipe.config.validate import prepare
+from grokpipe.core.checkpoint import load_checkpoint
+from grokpipe.core.errors import ConfigError
+from grokpipe.core.outputs import read_metrics
 from grokpipe.losses import build_loss
 from grokpipe.models import build_model
 from grokpipe.optim import build_optimizer
 from grokpipe.optim.muon import newton_schulz
-from grokpipe.outputs import read_metrics
-from grokpipe.stack import layout_of
+from grokpipe.run.stack import layout_of
+from grokpipe.run.train import run
+from grokpipe.run.train import train as train_packed
 from grokpipe.tasks import TaskSpec, build_task
-from grokpipe.train import run
-from grokpipe.train import train as train_packed
-from grokpipe.validate import prepare
 
 SPEC = TaskSpec(vocab_size=12, seq_len=3, n_outputs=11, query_token=True)
 MODEL = ["model=mlp", "model.d_model=8", "model.hidden=24"]  # tok, two biased hidden layers (one tall), head
@@ -398,7 +398,7 @@ def test_every_option_trains_through_launch_py(tmp_path):
 
 
 def test_options_left_off_keep_a_runs_identity_as_before_they_existed():
-    from grokpipe.run_record import identity
+    from grokpipe.run.record import identity
 
     plain = identity(compose_cfg(["optim=adamw"]))["optim"]
     assert "orthogonal" not in plain and "constant_norm" not in plain  # a checkpoint written before them resumes

@@ -12,7 +12,7 @@ import torch
 from helpers import compose_cfg
 from omegaconf import OmegaConf, open_dict
 
-from grokpipe.errors import ConfigError
+from grokpipe.core.errors import ConfigError
 from grokpipe.measures import Evaluation, build_measures, first_crossings
 from grokpipe.measures.effective_rank import effective_rank
 from grokpipe.measures.fourier import frequency_norms, gini, n_key
@@ -155,8 +155,8 @@ def test_a_bad_threshold_is_refused_in_one_line(thresholds, message):
 
 
 def test_measures_of_a_pack_equal_those_of_its_members_alone(tmp_path):
-    from grokpipe.outputs import read_metrics
-    from grokpipe.train import run, train
+    from grokpipe.core.outputs import read_metrics
+    from grokpipe.run.train import run, train
 
     base = ["model=mlp", "task.p=23", "train.max_epochs=40", "logger=none", "train.plot=false", "train.print_every=0"]
     cfgs = [compose_cfg([*base, f"train.seed={s}"]) for s in (0, 1)]
@@ -174,7 +174,7 @@ def test_measures_of_a_pack_equal_those_of_its_members_alone(tmp_path):
 
 
 def test_a_measure_that_does_not_apply_says_so_once_and_the_run_goes_on(tmp_path, capsys):
-    from grokpipe.train import run
+    from grokpipe.run.train import run
 
     cfg = compose_cfg(["task=s5", "model=mlp", "train.max_epochs=20", "logger=none", "train.plot=false"])
     summary = run(cfg, tmp_path)

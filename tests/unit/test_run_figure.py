@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from grokpipe.run_figures import plot_curves, thresholds_of
+from grokpipe.run.figures import plot_curves, thresholds_of
 
 
 def test_the_run_figure_has_no_empty_slot_and_names_constant_measures_in_its_caption(tmp_path):

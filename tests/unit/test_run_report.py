@@ -1,8 +1,8 @@
-"""A run's end as a person reads it (grokpipe.run_report): the outcome first, then what moved, time, the files."""
+"""A run's end as a person reads it (grokpipe.run.report): the outcome first, then what moved, time, the files."""
 
 from __future__ import annotations
 
-from grokpipe.run_report import describe
+from grokpipe.run.report import describe
 
 BASE = {"model": "mlp", "d_model": 64, "task": "mod_add", "p": 59, "ratio": 64 / 59, "optimizer": "adamw",
         "lr": 0.01, "wd": 1.0, "seed": 0, "unit": "epochs", "wall_seconds": 75.2,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from helpers import compose_cfg
 
-from grokpipe import split
-from grokpipe.sweep_summary import table
+from grokpipe.core import split
+from grokpipe.sweep.summary import table
 from grokpipe.tasks import build_task
 
 PRESETS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "sweep").glob("*.yaml"))

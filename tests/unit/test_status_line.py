@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from grokpipe.sweep import write_cells, write_packs
-from grokpipe.sweep_status import ENDED, PENDING, RUNNING, SweepStatus, estimate_left, format_duration, format_line
+from grokpipe.core.cells import write_cells, write_packs
+from grokpipe.run.report import format_duration
+from grokpipe.sweep.status import ENDED, PENDING, RUNNING, SweepStatus, estimate_left, format_line
 
 
 class Clock:

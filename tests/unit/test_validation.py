@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from helpers import compose_cfg, launch
 
-from grokpipe.errors import ConfigError
-from grokpipe.validate import prepare
+from grokpipe.config.validate import prepare
+from grokpipe.core.errors import ConfigError
 
 BAD = [
     (["model.d_model=30"], "model.d_model=30", "divisible by model.n_heads=4"),

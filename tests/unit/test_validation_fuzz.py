@@ -3,7 +3,7 @@ README and each part's SCHEMA document, restated as plain predicates (`judge`). 
 one line `error: ...` naming the key at fault, nothing written) if and only if the oracle finds it invalid; else it
 trains a few epochs, its summary shows the values drawn, and its train loss stays finite unless the oracle allows
 divergence (a huge lr, weight decay or Grokfast gain). The configs run through the job body
-(`grokpipe.job.run_one`, after the command line's checks, as `python launch.py` runs it), and a sample of them
+(`grokpipe.run.job.run_one`, after the command line's checks, as `python launch.py` runs it), and a sample of them
 through `python launch.py` itself."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, Phase, assume, event, example, given, note, 
 from hypothesis import strategies as st
 from omegaconf import OmegaConf, open_dict
 
-from grokpipe.command_line import check_command_line
-from grokpipe.job import run_one
+from grokpipe.config.command_line import check_command_line
+from grokpipe.run.job import run_one
 
 # ---------------------------------------------------------------- the oracle: what conf/, the README and SCHEMAs say
 

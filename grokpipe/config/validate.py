@@ -1,19 +1,17 @@
 """Every check on a composed config, run before anything heavy. An error names the key, the value, what is allowed.
 
-Each group's keys are checked against the schema of the part its `_target_` names (grokpipe.schema), the logger's
+Each group's keys are checked against the schema of the part its `_target_` names (grokpipe.core.schema), the logger's
 too; `train` has its schema here. Then the checks across keys, then the estimate of the memory the run needs.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from grokpipe.errors import ConfigError
-from grokpipe.schema import Bool, Choice, Float, Int, Nullable, check_node
-from grokpipe.wandb_log import SECRET_KEY
+from grokpipe.core.errors import ConfigError
+from grokpipe.core.schema import Bool, Choice, Float, Int, Nullable, check_node
+from grokpipe.core.secrets import SECRET_KEY
 
 PARTS = ("task", "model", "loss", "optim")
 TRAIN_SCHEMA = {
@@ -39,7 +37,6 @@ TRAIN_SCHEMA = {
 }
 RATIO_SLACK = 2.0  # a width derived from model.ratio may miss it by this factor at most (the heads' rounding)
 # what the memory a model needs grows with
-MODEL_SIZE_KEYS = ("d_model", "hidden", "hidden_size", "n_layers", "ff_mult")
 REQUIRED_MEASURES = {"loss": "train_loss (divergence)", "task_metrics": "the task's criterion"}
 
 
@@ -170,105 +167,6 @@ def check_budget(tc: DictConfig) -> None:
             "train.max_epochs=None is not allowed: a run needs a budget, train.max_epochs or train.max_steps "
             "(an integer >= 1)"
         )
-
-
-def check_memory(cfgs: list[DictConfig], device) -> None:
-    """Refuse runs whose data, parameters, optimiser state and full-batch activations cannot fit the device
-    they are about to train on together (a pack of M needs M times one run)."""
-    from grokpipe.device import available_bytes
-
-    cfg = cfgs[0]
-    classes = {group: part_class(cfg, group) for group in PARTS}
-    need = {k: v * len(cfgs) for k, v in estimate_bytes(cfg, classes).items()}
-    have = available_bytes(device)
-    if need["total"] > have:
-        parts = ", ".join(f"{k} {_size(v)}" for k, v in need.items() if k != "total")
-        sizes = {"task.p": cfg.task.get("p"), **{f"model.{k}": cfg.model.get(k) for k in MODEL_SIZE_KEYS}}
-        sizes["train.batch_size"] = cfg.train.batch_size if cfg.train.batch_size is not None else "null"
-        named = ", ".join(f"{k}={v}" for k, v in sizes.items() if v is not None)
-        members = f" x {len(cfgs)} members" if len(cfgs) > 1 else ""
-        raise ConfigError(
-            f"{named} is not allowed here: this run{members} needs about {_size(need['total'])} ({parts}); "
-            f"{device.type} has {_size(have)} available"
-        )
-
-
-def estimate_bytes(cfg: DictConfig, classes: dict) -> dict:
-    """Bytes the run needs: data, parameters with gradients and optimiser state, activations of one batch."""
-    import torch
-
-    from grokpipe.models import build_model
-    from grokpipe.tasks import build_task
-
-    n = classes["task"].n_samples_of(cfg.task)
-    data = 2 * n * 4 * 8  # inputs and targets as int64, with the train/val copies
-    if data > 2**50:  # no model is built for a task this size
-        return {"data": data, "total": data}
-    spec = build_task(cfg.task).spec
-    with _shapes_only():
-        model = build_model(cfg.model, spec)
-        n_params = sum(p.numel() for p in model.parameters())
-    if n_params <= REAL_FORWARD_PARAMS:  # one sample through a real copy: cheaper than the meta forward's imports
-        with torch.random.fork_rng(devices=[]):
-            per_sample = _activations_per_sample(build_model(cfg.model, spec), spec)
-    else:
-        with _shapes_only():
-            per_sample = _activations_per_sample(model, spec)
-    copies = 2 + len(classes["optim"].state_names) + int(bool(cfg.optim.grokfast.enabled))
-    params = n_params * 4 * copies
-    n_train = round(cfg.task.train_frac * n)
-    batch = max(n_train, n - n_train) if cfg.train.batch_size is None else min(cfg.train.batch_size, n)
-    activations = 2 * per_sample * batch * 4  # saved for backward, and their gradients
-    return {"data": data, "parameters": params, "activations": activations, "total": data + params + activations}
-
-
-# models up to this many parameters (64 MiB in fp32) are counted through a real copy: a forward on the meta device
-# runs torch's Python references, whose first call imports the compiler (1 s of every run's start-up)
-REAL_FORWARD_PARAMS = 2**24
-
-
-@contextmanager
-def _shapes_only():
-    """The meta device (shapes, no storage), with `Tensor.normal_` a no-op there: a meta tensor has no values to
-    draw, and torch's meta `normal_` is a Python reference whose first call imports the compiler (1.5 s)."""
-    import torch
-
-    normal = torch.Tensor.normal_
-    torch.Tensor.normal_ = lambda self, *args, **kwargs: self if self.is_meta else normal(self, *args, **kwargs)
-    try:
-        with torch.device("meta"):
-            yield
-    finally:
-        torch.Tensor.normal_ = normal
-
-
-def _activations_per_sample(model, spec) -> int:
-    """Elements every module outputs for one sample (one forward, on the meta device or a small real copy)."""
-    import torch
-
-    total = 0
-
-    def hook(_module, _inputs, out):
-        nonlocal total
-        for t in out if isinstance(out, tuple) else (out,):
-            if isinstance(t, torch.Tensor):
-                total += t.numel()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        model(torch.zeros(1, spec.seq_len, dtype=torch.long))
-    finally:
-        for h in handles:
-            h.remove()
-    return total
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"
 
 
 def _secret_keys(node, prefix: str = ""):

@@ -6,7 +6,7 @@ checkpoints/epoch_NNNNNNN.pt every train.checkpoint_every epochs, kept
 
 Every file is a plain dict of tensors and plain values, so it loads with `torch.load(..., weights_only=True)`: a
 results dir from elsewhere cannot run code. The loop, the run record, analysis, the LLC and reproduce read through
-this module; the writes go through grokpipe.outputs' atomic_write (a full disk leaves the previous file whole).
+this module; the writes go through grokpipe.core.outputs' atomic_write (a full disk leaves the previous file whole).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grokpipe.outputs import atomic_write
+from grokpipe.core.outputs import atomic_write
 
 DIR = "checkpoints"
 LAST = "last.pt"
@@ -37,7 +37,7 @@ def kept_name(epoch: int) -> str:
 class Checkpoint:
     """What a checkpoint holds. `optimizer` is this run's share of the optimiser state (its step count and its
     `[P]` state tensors); `shuffle` the minibatch order's state; `rng` every global RNG (`rng_state`); `config` the
-    identity of the config that made it (grokpipe.run_record.identity): a checkpoint of another never resumes."""
+    identity of the config that made it (grokpipe.run.record.identity): a checkpoint of another never resumes."""
 
     model: dict
     optimizer: dict

@@ -131,7 +131,7 @@ def mark_failed(sweep_dir: Path, num: int, error: str) -> None:
     """A job whose process died without a word (killed, out of memory, node failure): record why in its cells.
 
     In a packed sweep job `num` is pack `num`, and every cell of that pack not yet finished is marked."""
-    from grokpipe.outputs import write_summary  # atomic write; outputs imports torch, so only when a cell died
+    from grokpipe.core.outputs import write_summary  # atomic write; outputs imports torch, so only when a cell died
 
     nums = job_cells(sweep_dir, num)
     for entry in json.loads((sweep_dir / CELLS).read_text()):
@@ -159,3 +159,12 @@ def run_group(task) -> str:
     """W&B group of a single run without logger.group: `<op>-p<p>` for a modular task, else the task's name."""
     op, p = task.get("op"), task.get("p")
     return f"{op}-p{p}" if op is not None and p is not None else str(task.get("name"))
+
+
+def cell_coordinates(cell: dict) -> dict:
+    """The cell's coordinates (cells.json: its swept keys but the seed); for a sweep dir from before they were
+    recorded, its ratio and weight decay."""
+    if isinstance(cell.get("coords"), dict):
+        return cell["coords"]
+    ratio = cell.get("ratio")
+    return {"ratio": None if ratio is None else round(ratio, 6), "wd": cell.get("wd")}

@@ -4,7 +4,7 @@ Written to the sweep dir: sweep_summary.csv (one row per point of the sweep's ow
 cells.csv (one row per cell, failed ones with their error, and crossed_<column>/lead_<column>: the epoch each
 thresholded measure crossed and its lead over the grok), phase_diagram.png; the logger (grokpipe.loggers: W&B's
 run in the sweep's group) holds them too.
-The sweep dir's cells.json (grokpipe.sweep, written by the sweeper before launch) says which cells to expect.
+The sweep dir's cells.json (grokpipe.core.cells, written by the sweeper before launch) says which cells to expect.
 The command exits 1 when any cell failed: the callback ends the process, as it is the last thing Hydra runs.
 """
 
@@ -19,8 +19,18 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-import grokpipe.split as split
-from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, SUCCESS, exit_status, failed_cells, read_cells, sweep_group
+import grokpipe.core.split as split
+from grokpipe.core.cells import (
+    BOUNDARY,
+    BOUNDARY_FIELDS,
+    SUCCESS,
+    cell_coordinates,
+    exit_status,
+    failed_cells,
+    read_cells,
+    sweep_group,
+)
+from grokpipe.core.outputs import flat_crossings
 
 STATS = ("split", "n", "grokked", "share_grokked", "failed", "grok_mean", "grok_min", "grok_max")
 TABLE_FIELDS = ("ratio", "wd", *STATS)  # a sweep without coordinates (a dir from before cells.json held them)
@@ -42,15 +52,6 @@ CELL_FIELDS = (
 )
 
 
-def coordinates(cell: dict) -> dict:
-    """The cell's coordinates (cells.json: its swept keys but the seed); for a sweep dir from before they were
-    recorded, its ratio and weight decay."""
-    if isinstance(cell.get("coords"), dict):
-        return cell["coords"]
-    ratio = cell.get("ratio")
-    return {"ratio": None if ratio is None else round(ratio, 6), "wd": cell.get("wd")}
-
-
 def _order(value) -> tuple:
     """Sort numbers as numbers and before anything else (an option's name, a list)."""
     return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
@@ -63,11 +64,11 @@ def _one(values: set):
 def table(cells: list[dict]) -> list[dict]:
     """One row per point of the sweep (its coordinates) and split protocol: seeds, how many grokked, grok epoch
     mean/min/max over the seeds that did. Every row also carries the ratio and weight decay its cells ran at (None
-    where they differ). Seeds on their own splits and seeds on one split are separate rows (grokpipe.split).
+    where they differ). Seeds on their own splits and seeds on one split are separate rows (grokpipe.core.split).
     A cell that never wrote a summary counts as failed in its own row."""
     groups: dict[tuple, list[dict]] = {}
     for c in cells:
-        coords = coordinates(c)
+        coords = cell_coordinates(c)
         protocol = split.of_run(c, c.get("dir")) or ""
         groups.setdefault((json.dumps(coords), protocol), []).append(c)
     rows = []
@@ -97,7 +98,7 @@ def table(cells: list[dict]) -> list[dict]:
 
 def axes_of(cells: list[dict]) -> list[str]:
     """The sweep's coordinate keys, in the order its cells name them."""
-    return list(dict.fromkeys(k for c in cells for k in coordinates(c)))
+    return list(dict.fromkeys(k for c in cells for k in cell_coordinates(c)))
 
 
 def table_fields(axes: list[str]) -> tuple[str, ...]:
@@ -124,15 +125,6 @@ def _write_csv(path: Path, fields: tuple, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _flat_crossings(cell: dict) -> dict:
-    """A cell with its measures' threshold crossings as columns: crossed_<column>, lead_<column> (before the grok)."""
-    out = dict(cell)
-    for key, prefix in (("crossed", "crossed_"), ("hidden_progress", "lead_")):
-        if isinstance(cell.get(key), dict):
-            out.update({prefix + k: v for k, v in cell[key].items()})
-    return out
-
-
 def cell_fields(cells: list[dict], axes: list[str] = ()) -> tuple[str, ...]:
     """cells.csv's columns: the sweep's coordinates, the fixed ones, then the crossings these cells' measures
     report."""
@@ -142,12 +134,12 @@ def cell_fields(cells: list[dict], axes: list[str] = ()) -> tuple[str, ...]:
 
 def summarize(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     """Write the sweep summary files; returns (cells, table rows)."""
-    from grokpipe.sweep_figures import plot_sweep
+    from grokpipe.results.figures import plot_sweep
 
-    cells = [_flat_crossings(c) for c in read_cells(sweep_dir)]
+    cells = [flat_crossings(c) for c in read_cells(sweep_dir)]
     for c in cells:  # a run from before summary.json said its split protocol: from its config as written
         c["split"] = split.of_run(c, c.get("dir"))
-        c.update(coordinates(c))  # its coordinates as columns of cells.csv
+        c.update(cell_coordinates(c))  # its coordinates as columns of cells.csv
     rows = table(cells)
     axes = axes_of(cells)
     _write_csv(sweep_dir / "cells.csv", cell_fields(cells, axes), cells)
@@ -215,7 +207,7 @@ class SweepSummary(Callback):
             print(f"  cell {c['num']} {c['status']}: {c.get('error')}  ({c['dir']})")
         log_summary(config, sweep_dir, config.logger.get("group") or sweep_group(sweep_dir), rows, cells)
         if any(Path(c["dir"]).is_dir() for c in cells):
-            from grokpipe.results_db import build_sweep_db
+            from grokpipe.results.database import build_sweep_db
 
             try:
                 print(f"results database: {build_sweep_db(sweep_dir)}")

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-import grokpipe.checkpoint as checkpoint
-import grokpipe.provenance as provenance
-import grokpipe.split as split
-from grokpipe.checkpoint import Checkpoint, load_at, load_latest, rng_state
-from grokpipe.checkpoint import save as save_checkpoint
-from grokpipe.errors import ConfigError
+import grokpipe.core.checkpoint as checkpoint
+import grokpipe.core.split as split
+import grokpipe.run.provenance as provenance
+from grokpipe.core.checkpoint import Checkpoint, load_at, load_latest, rng_state
+from grokpipe.core.checkpoint import save as save_checkpoint
+from grokpipe.core.errors import ConfigError
+from grokpipe.core.outputs import MetricsLog, check_storage, write_summary
 from grokpipe.loggers import build_logger
-from grokpipe.outputs import MetricsLog, check_storage, write_summary
 
 FINISHED = ("grokked", "completed", "diverged")
 IDENTITY_TRAIN_KEYS = ("seed", "batch_size", "precision", "eval_every")
@@ -193,7 +193,7 @@ class RunRecord:
         save_last()
         rows = self.metrics.rows if self.metrics is not None else []
         if self.cfg.train.plot and rows:
-            from grokpipe.run_figures import plot_curves, thresholds_of
+            from grokpipe.run.figures import plot_curves, thresholds_of
 
             title = self.name + (" (diverged: its finite part)" if self.status == "diverged" else "")
             plot_curves(

@@ -23,11 +23,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-import grokpipe.checkpoint as checkpoint
+import grokpipe.core.checkpoint as checkpoint
 from grokpipe.models import build_model
-from grokpipe.outputs import read_metrics
+from grokpipe.core.outputs import read_metrics
 from grokpipe.tasks import TaskSpec, build_task
-from grokpipe.validate import apply_ratio
+from grokpipe.config.validate import apply_ratio
 
 ANALYSIS_FIELDS = (
     "epoch",
@@ -61,7 +61,7 @@ def load_run_config(run_dir: Path) -> DictConfig:
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(epoch, path) of every kept checkpoint, in epoch order, then last.pt (grokpipe.checkpoint); AnalysisError
+    """(epoch, path) of every kept checkpoint, in epoch order, then last.pt (grokpipe.core.checkpoint); AnalysisError
     when the run has none."""
     found = checkpoint.list_checkpoints(run_dir)
     if not found:

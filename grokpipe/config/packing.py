@@ -10,7 +10,7 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
-from grokpipe.errors import ConfigError
+from grokpipe.core.errors import ConfigError
 from grokpipe.optim import PER_MEMBER as OPTIM_PER_MEMBER
 
 PER_MEMBER = ("train.seed", "task.split_seed", "train.patience", *(f"optim.{k}" for k in OPTIM_PER_MEMBER))
@@ -35,7 +35,7 @@ def shape_key(cfg: DictConfig) -> dict:
 
 def check_packable(cfgs: list[DictConfig]) -> None:
     """Validate every config and refuse a pack whose members differ in anything but PER_MEMBER (ConfigError)."""
-    from grokpipe.validate import prepare
+    from grokpipe.config.validate import prepare
 
     if not cfgs:
         raise ConfigError("cannot pack: no runs given")
@@ -54,7 +54,7 @@ def check_packable(cfgs: list[DictConfig]) -> None:
 
 def group_by_shape(cfgs: list[DictConfig], max_members: int | None = None) -> list[list[int]]:
     """Indices of `cfgs` grouped into packable sets (equal shape_key), in first-seen order, at most max_members each."""
-    from grokpipe.validate import prepare
+    from grokpipe.config.validate import prepare
 
     groups: dict[str, list[int]] = {}
     for i, cfg in enumerate(cfgs):

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from grokpipe.errors import ConfigError
+from grokpipe.core.errors import ConfigError
 
 
 def pick_device(name: str) -> torch.device:

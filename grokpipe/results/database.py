@@ -7,7 +7,7 @@ Tables  experiments  one row per experiment group (the sweep/preset group): what
         builds       one row per build or update: when, from where, what changed
 Views   run_summary, ratio_sweep_stats, phase_boundary, sweep_cells, experiment_overview (see docs/results.md)
 
-Reads only the output contract (grokpipe.outputs): .hydra/config.yaml, summary.json, metrics.csv.
+Reads only the output contract (grokpipe.core.outputs): .hydra/config.yaml, summary.json, metrics.csv.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-import grokpipe.split as split
-from grokpipe.outputs import read_metrics
-from grokpipe.sweep import BOUNDARY, BOUNDARY_FIELDS, CELLS, PACK_DIRS, PACKS, SUCCESS, run_group, sweep_group
+import grokpipe.core.split as split
+from grokpipe.core.outputs import read_metrics
+from grokpipe.core.cells import BOUNDARY, BOUNDARY_FIELDS, CELLS, PACK_DIRS, PACKS, SUCCESS, run_group, sweep_group
 
 SCHEMA_VERSION = 5  # 5: runs.split (the seed-aggregating views grouped by it), runs.coords, view sweep_cells
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a measure's column, safe as an SQL name
@@ -43,7 +43,7 @@ HYPER_COLUMNS = {
     "p": "INTEGER",
     "train_frac": "REAL",
     "split_seed": "INTEGER",
-    "split": "TEXT",  # the split protocol (grokpipe.split): seed (the split follows the seed) or fixed
+    "split": "TEXT",  # the split protocol (grokpipe.core.split): seed (the split follows the seed) or fixed
     "optimizer": "TEXT",
     "lr": "REAL",
     "wd": "REAL",
@@ -54,7 +54,7 @@ HYPER_COLUMNS = {
     "max_steps": "INTEGER",
     "unit": "TEXT",  # what the epoch-named columns count: epochs, or optimizer steps (train.max_steps)
 }
-# what produced the run (provenance.json, grokpipe.provenance): which runs ran on which commit, versions, device
+# what produced the run (provenance.json, grokpipe.run.provenance): which runs ran on which commit, versions, device
 PROVENANCE_COLUMNS = {
     "grokpipe_version": "TEXT",
     "git_commit": "TEXT",
@@ -260,7 +260,7 @@ def _load_yaml(path: Path) -> DictConfig | None:
 
 
 def experiment_name(cfg: DictConfig | None, sweep_dir: Path | None) -> str:
-    """The W&B group: logger.group if set, else `sweep-<parent>_<name>` for a sweep, else grokpipe.sweep.run_group."""
+    """The W&B group: logger.group if set, else `sweep-<parent>_<name>` for a sweep, else grokpipe.core.cells.run_group."""
     if sweep_dir is not None:
         master = _load_yaml(sweep_dir / "multirun.yaml")
         group = OmegaConf.select(master, "logger.group", default=None) if master is not None else None
@@ -273,8 +273,8 @@ def experiment_name(cfg: DictConfig | None, sweep_dir: Path | None) -> str:
 
 def _from_config(cfg: DictConfig) -> dict:
     """What a run's hyperparameters were, from its composed config: for cells that failed before a summary."""
-    from grokpipe.errors import ConfigError
-    from grokpipe.validate import apply_ratio, task_size
+    from grokpipe.core.errors import ConfigError
+    from grokpipe.config.validate import apply_ratio, task_size
 
     cfg = cfg.copy()
     try:
@@ -621,7 +621,7 @@ def update(root: Path | str, db_path: Path | str | None = None) -> Report:
 
 def build_sweep_db(sweep_dir: Path) -> Path:
     """The end-of-sweep hook: sweep_dir/experiments.db from the sweep's cells, and its figures in sweep_dir/figures/."""
-    from grokpipe.sweep_figures import write_figures
+    from grokpipe.results.figures import write_figures
 
     sweep_dir = Path(sweep_dir)
     report = build(sweep_dir, sweep_dir / "experiments.db")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from grokpipe.errors import fail
+from grokpipe.core.errors import fail
 
 CHOICE = re.compile(r"^[+~]?(?P<group>[a-z_]+)=(?P<value>.*)$")
 

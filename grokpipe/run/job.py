@@ -16,10 +16,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from grokpipe.errors import ConfigError
-from grokpipe.outputs import StorageError, write_summary
-from grokpipe.sweep import FAILED, PACKS, mark_failed, read_pack, sweep_group
-from grokpipe.validate import prepare
+from grokpipe.config.validate import prepare
+from grokpipe.core.cells import FAILED, PACKS, mark_failed, read_pack, sweep_group
+from grokpipe.core.errors import ConfigError
+from grokpipe.core.outputs import StorageError, write_summary
 
 
 def main(cfg: DictConfig) -> float | None:
@@ -47,7 +47,7 @@ def run_one(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
             _record_failure(run_dir, cfg, str(exc))
             return None
         sys.exit(2)
-    from grokpipe.train import run
+    from grokpipe.run.train import run
 
     try:
         summary = run(cfg, run_dir)
@@ -67,7 +67,7 @@ def run_one(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
     if cfg.train.get("print_summary"):
         print(json.dumps(summary, indent=2), flush=True)
     else:
-        from grokpipe.run_report import describe
+        from grokpipe.run.report import describe
 
         print(describe(summary, run_dir), flush=True)
     return summary.get("grok_epoch")
@@ -76,7 +76,7 @@ def run_one(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
 def run_pack(sweep_dir: Path, k: int) -> list:
     """Train pack k of a packed sweep (its cells' configs were written to their dirs by the sweeper).
     A pack that fails records the error in each of its unfinished cells. Returns the cells' grok epochs."""
-    from grokpipe.train import train
+    from grokpipe.run.train import train
 
     plan = read_pack(sweep_dir, k)
     if plan is None:
@@ -100,7 +100,7 @@ def run_pack(sweep_dir: Path, k: int) -> list:
 
 def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:
     """summary.json of a failed cell: the error and the cell's coordinates, so the sweep summary can place it."""
-    from grokpipe.validate import task_size
+    from grokpipe.config.validate import task_size
 
     summary = {"status": FAILED, "error": error}
     try:

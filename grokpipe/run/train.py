@@ -1,9 +1,9 @@
 """The loop: one lifecycle for a single run and for a pack of runs of one shape.
 
-`train(cfgs, run_dirs)` builds each run's task, model and record, stacks the members (`grokpipe.stack`), and
+`train(cfgs, run_dirs)` builds each run's task, model and record, stacks the members (`grokpipe.run.stack`), and
 trains them with one optimiser over the stack; each evaluation computes the enabled measures, and the stopping
-rule (`grokpipe.stopping`) decides per member. A single run is a pack of one (`run(cfg, run_dir)`). Every member
-gets its own run dir: metrics.csv, summary.json, checkpoints, curves.png and W&B run (`grokpipe.run_record`).
+rule (`grokpipe.run.stopping`) decides per member. A single run is a pack of one (`run(cfg, run_dir)`). Every member
+gets its own run dir: metrics.csv, summary.json, checkpoints, curves.png and W&B run (`grokpipe.run.record`).
 """
 
 from __future__ import annotations
@@ -16,23 +16,23 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
-from grokpipe.checkpoint import DIR, LAST, set_rng_state
-from grokpipe.device import keep_freed_memory, pick_device
-from grokpipe.errors import ConfigError
+from grokpipe.config.packing import check_packable
+from grokpipe.core.checkpoint import DIR, LAST, set_rng_state
+from grokpipe.core.errors import ConfigError
+from grokpipe.core.outputs import StorageError
 from grokpipe.losses import build_loss
 from grokpipe.measures import Evaluation, build_measures, columns, first_crossings
 from grokpipe.models import build_model
 from grokpipe.optim import build_optimizer
-from grokpipe.outputs import StorageError
-from grokpipe.packing import check_packable
-from grokpipe.progress_bar import ProgressBar
-from grokpipe.provenance import cpu_info
-from grokpipe.run_record import RunRecord, budget, read_summary
-from grokpipe.signals import StopRequest
-from grokpipe.stack import GraphedStep, make_stack
-from grokpipe.stopping import StoppingRule
+from grokpipe.run.device import keep_freed_memory, pick_device
+from grokpipe.run.memory import check_memory
+from grokpipe.run.progress_bar import ProgressBar
+from grokpipe.run.provenance import cpu_info
+from grokpipe.run.record import RunRecord, budget, read_summary
+from grokpipe.run.signals import StopRequest
+from grokpipe.run.stack import GraphedStep, make_stack
+from grokpipe.run.stopping import StoppingRule
 from grokpipe.tasks import build_task
-from grokpipe.validate import check_memory
 
 
 def choose_engine(cfg: DictConfig) -> str:
@@ -103,14 +103,14 @@ def train(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
     tc = cfgs[0].train
     device = pick_device(tc.device)
     apply_determinism(tc, device)
-    check_memory(cfgs, device)
+    tasks = [build_task(cfg.task) for cfg in cfgs]
+    check_memory(cfgs, device, tasks[0])
     for cfg in cfgs:  # auto resolved once, before the record: a resume that would resolve it otherwise is refused
         with open_dict(cfg):
             cfg.train.precision = choose_precision(cfg, device)
     results: list[dict | None] = [None] * len(cfgs)
     records, models, splits, ckpts, index = [], [], [], [], []
-    for n, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
-        task = build_task(cfg.task)
+    for n, (cfg, run_dir, task) in enumerate(zip(cfgs, run_dirs, tasks)):
         record = RunRecord(cfg, run_dir, task)
         ckpt = record.load(device)
         if RunRecord.finished(ckpt, budget(cfg.train)[0]):

@@ -1,13 +1,13 @@
 """Types and domains of config values: every key of every group has one, and a value outside it is refused in one
 line naming the key, the value and what is allowed. Each part (task, model, loss, optim, measure) declares the
-schema of its own keys next to its code (`SCHEMA`); `grokpipe.validate` checks a composed config against them."""
+schema of its own keys next to its code (`SCHEMA`); `grokpipe.config.validate` checks a composed config against them."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from grokpipe.errors import ConfigError
+from grokpipe.core.errors import ConfigError
 
 
 def refuse(key: str, value, allowed: str) -> None:

@@ -3,7 +3,7 @@
 metrics.csv   one row per evaluation: epoch, the enabled measures' columns, elapsed
 summary.json  status, grokked, grok_epoch, memorized_epoch, final accuracies, epochs_run, wall_seconds,
               ratio = d_model / p, and the key hyperparameters
-checkpoints/  what a checkpoint holds, its file names, save, load and listing: grokpipe.checkpoint (written
+checkpoints/  what a checkpoint holds, its file names, save, load and listing: grokpipe.core.checkpoint (written
               through `atomic_write` here)
 """
 
@@ -157,3 +157,12 @@ def read_metrics(path: Path) -> list[dict]:
 
 def write_summary(path: Path, summary: dict) -> None:
     atomic_write(path, lambda fh: fh.write((json.dumps(summary, indent=2) + "\n").encode()))
+
+
+def flat_crossings(cell: dict) -> dict:
+    """A cell with its measures' threshold crossings as columns: crossed_<column>, lead_<column> (before the grok)."""
+    out = dict(cell)
+    for key, prefix in (("crossed", "crossed_"), ("hidden_progress", "lead_")):
+        if isinstance(cell.get(key), dict):
+            out.update({prefix + k: v for k, v in cell[key].items()})
+    return out

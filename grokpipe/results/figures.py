@@ -1,4 +1,4 @@
-"""The sweep figures: the phase diagram of a sweep's table, and from the results database (grokpipe.results_db)
+"""The sweep figures: the phase diagram of a sweep's table, and from the results database (grokpipe.results.database)
 the phase diagram, grok epoch against ratio, training curves, memorisation-to-grok gap, weight norm, the progress
 measures of every run with its grok marked, and each measure's threshold crossing against the grok epoch."""
 
@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import grokpipe.split as split  # noqa: E402
+import grokpipe.core.split as split  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
 DPI = 110

@@ -1,13 +1,21 @@
 """A run's end as a person reads it: did it grok and when, what moved before, how long, where the files are.
 
-The full record is summary.json (grokpipe.run_record); `train.print_summary=true` prints it instead of these lines.
+The full record is summary.json (grokpipe.run.record); `train.print_summary=true` prints it instead of these lines.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from grokpipe.sweep_status import format_duration
+
+def format_duration(seconds: float) -> str:
+    """45s, 2m10s, 1h05m: two units at most, whole seconds."""
+    s = max(0, int(round(seconds)))
+    hours, rest = divmod(s, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _outcome(s: dict) -> str:

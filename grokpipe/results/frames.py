@@ -49,13 +49,13 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _flat(record: dict) -> dict:
     """A summary as one row: crossings as columns (as cells.csv has them), nested records left out."""
-    from grokpipe.sweep_summary import _flat_crossings
+    from grokpipe.core.outputs import flat_crossings
 
-    return {k: v for k, v in _flat_crossings(record).items() if k not in LEFT_OUT and not isinstance(v, dict)}
+    return {k: v for k, v in flat_crossings(record).items() if k not in LEFT_OUT and not isinstance(v, dict)}
 
 
 def _metrics(dirs: dict, key: str) -> pd.DataFrame:
-    from grokpipe.outputs import read_metrics
+    from grokpipe.core.outputs import read_metrics
 
     frames = []
     for name, run_dir in dirs.items():
@@ -68,13 +68,12 @@ def _metrics(dirs: dict, key: str) -> pd.DataFrame:
 
 
 def _from_sweep(sweep_dir: Path) -> Results:
-    from grokpipe.split import of_run
-    from grokpipe.sweep import read_cells
-    from grokpipe.sweep_summary import coordinates
+    from grokpipe.core.split import of_run
+    from grokpipe.core.cells import cell_coordinates, read_cells
 
     rows = []
     for c in read_cells(sweep_dir):
-        coords = coordinates(c)
+        coords = cell_coordinates(c)
         row = {**coords, **_flat(c)}
         row["split"] = of_run(c, c.get("dir"))
         row.pop("coords", None)
@@ -84,7 +83,7 @@ def _from_sweep(sweep_dir: Path) -> Results:
 
 
 def _from_run(run_dir: Path) -> Results:
-    from grokpipe.split import of_run
+    from grokpipe.core.split import of_run
 
     try:
         summary = json.loads((run_dir / "summary.json").read_text())

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import netrc
 import os
-import re
 import secrets
 import sys
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlparse
 
-from grokpipe.sweep import run_group
-
-SECRET_KEY = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
+from grokpipe.core.cells import run_group
+from grokpipe.core.secrets import mask_args, scrub
 
 
 def has_credentials() -> bool:
@@ -41,21 +39,6 @@ def choose_mode(mode: str) -> str:
     if mode == "auto":
         return "online" if has_credentials() else "offline"
     return mode
-
-
-def scrub(config: dict) -> dict:
-    """Drop any key that names a secret, at any depth: keys never reach a run's config."""
-    out = {}
-    for k, v in config.items():
-        if SECRET_KEY.search(str(k)):
-            continue
-        out[k] = scrub(v) if isinstance(v, dict) else v
-    return out
-
-
-def mask_args(args: list[str]) -> list[str]:
-    """`key=value` arguments whose key names a secret become `key=***`."""
-    return [f"{a.split('=', 1)[0]}=***" if "=" in a and SECRET_KEY.search(a.split("=", 1)[0]) else a for a in args]
 
 
 @contextmanager

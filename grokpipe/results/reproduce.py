@@ -16,9 +16,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import grokpipe.checkpoint as checkpoint
-from grokpipe.errors import ConfigError
-from grokpipe.outputs import read_metrics, write_summary
+import grokpipe.core.checkpoint as checkpoint
+from grokpipe.core.errors import ConfigError
+from grokpipe.core.outputs import read_metrics, write_summary
 
 REPORT = "reproduce.json"
 PACK_MEMBERS = "pack_members"  # in a re-run dir: the other members of the pack the cell is re-run in
@@ -105,7 +105,7 @@ def compare_weights(original: Path, rerun: Path) -> list[dict]:
 def recorded_config(run_dir: Path) -> DictConfig:
     """The config a run dir recorded, checked by this grokpipe; ConfigError (one line) if it is not a run or its
     config no longer validates here."""
-    from grokpipe.validate import prepare
+    from grokpipe.config.validate import prepare
 
     run_dir = Path(run_dir)
     path = run_dir / ".hydra" / "config.yaml"
@@ -131,7 +131,7 @@ def recorded_config(run_dir: Path) -> DictConfig:
 
 def _conf_file(relative: str) -> Path | None:
     """A file of conf/: of this checkout, or of the dir an install runs from."""
-    places = (Path(__file__).resolve().parent.parent, Path.cwd())
+    places = (Path(__file__).resolve().parents[2], Path.cwd())
     return next((p / "conf" / relative for p in places if (p / "conf" / relative).is_file()), None)
 
 
@@ -161,7 +161,7 @@ def _fill_train_defaults(cfg: DictConfig) -> None:
 
 
 def _made_by(run_dir: Path) -> str:
-    from grokpipe.provenance import read
+    from grokpipe.run.provenance import read
 
     prov = read(run_dir)
     if not prov:
@@ -174,8 +174,8 @@ def reproduce(
 ) -> dict:
     """Train `run_dir`'s recorded config again in `out_dir` (its first `epochs` epochs, or as recorded) and
     compare. Returns the report, also written to out_dir/reproduce.json."""
-    import grokpipe.provenance as provenance
-    from grokpipe.train import train
+    import grokpipe.run.provenance as provenance
+    from grokpipe.run.train import train
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     members = pack_of(run_dir)  # a cell that trained in a pack re-runs in that pack: its float order is the pack's
@@ -218,7 +218,7 @@ def reproduce(
 def pack_of(run_dir: Path) -> list[Path] | None:
     """The run dirs of the pack a sweep cell trained in (its sweep dir's packs.json, in the pack's order), None for
     a run that trained alone. Members are found by name beside the cell, so a sweep dir copied elsewhere works."""
-    from grokpipe.sweep import read_packs
+    from grokpipe.core.cells import read_packs
 
     sweep_dir = run_dir.parent
     try:

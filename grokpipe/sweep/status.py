@@ -26,21 +26,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from grokpipe.sweep import CELLS, SUCCESS, job_cells
+from grokpipe.core.cells import CELLS, SUCCESS, job_cells
+from grokpipe.run.report import format_duration
 
 # what a launcher says of one of its jobs
 PENDING, RUNNING, ENDED = "pending", "running", "ended"
 GROKKED = "grokked"
-
-
-def format_duration(seconds: float) -> str:
-    """45s, 2m10s, 1h05m: two units at most, whole seconds."""
-    s = max(0, int(round(seconds)))
-    hours, rest = divmod(s, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def estimate_left(

@@ -3,13 +3,13 @@
     python -m grokpipe status SWEEP_DIR [--watch [SECONDS]]
     python -m grokpipe summarize SWEEP_DIR
 
-`status` prints the launcher's status line (grokpipe.sweep_status) from what the sweep dir holds, so it works on a
+`status` prints the launcher's status line (grokpipe.sweep.status) from what the sweep dir holds, so it works on a
 sweep whose launching process is gone and on a finished one: a cell is done (or failed) when its summary.json says
 so, running while it has started writing (metrics.csv or its log) and, on SLURM, while `squeue` lists its array task,
 pending otherwise. Elapsed runs from the first cell's start to now (to the last summary for a finished sweep); the
 time left is the launcher's estimate from the cells finished so far. A boundary search adds its round and its
 bracket per searched value (boundary.json). `summarize` writes the sweep summary, database, figures and the
-logger's summary exactly as the end of a launch does (grokpipe.sweep_summary), and exits as a launch would.
+logger's summary exactly as the end of a launch does (grokpipe.sweep.summary), and exits as a launch would.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from grokpipe.sweep import SUCCESS, read_cells
-from grokpipe.sweep_status import GROKKED, PENDING, RUNNING, estimate_left, format_line
+from grokpipe.core.cells import SUCCESS, read_cells
+from grokpipe.sweep.status import GROKKED, PENDING, RUNNING, estimate_left, format_line
 
 RECENT_S = 600  # a cell without a summary counts as running while a file of it changed this recently
 
@@ -148,7 +148,7 @@ def summarize(sweep_dir: Path) -> int:
 
     from omegaconf import OmegaConf
 
-    from grokpipe.sweep_summary import SweepSummary
+    from grokpipe.sweep.summary import SweepSummary
 
     master = sweep_dir / "multirun.yaml"
     if not master.is_file():

@@ -3,7 +3,7 @@
 `collect(device, precision)` reads it (once per process for what cannot change within one); `record(run_dir, ...)`
 writes it into the run dir as provenance.json at the run's first start and, on a resume, adds an entry under
 `resumes` naming what differs from the start (another commit, versions or device). The same dict goes into
-summary.json, the W&B run config and the results database (`grokpipe.results_db`). Nothing from the environment
+summary.json, the W&B run config and the results database (`grokpipe.results.database`). Nothing from the environment
 is read but the whitelisted names below; arguments whose key names a secret are masked.
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-import grokpipe
-from grokpipe.outputs import write_summary
-from grokpipe.wandb_log import mask_args
+from grokpipe.core import __version__
+from grokpipe.core.outputs import write_summary
+from grokpipe.core.secrets import mask_args
 
 PROVENANCE = "provenance.json"
 PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf", "submitit", "hydra-submitit-launcher", "wandb", "matplotlib")
@@ -51,7 +51,7 @@ COMPARED = ("grokpipe_version", "commit", "dirty", "python", "packages", "device
 def source_state() -> tuple[str | None, bool | None]:
     """The commit of the grokpipe checkout this process imported, and whether its tracked files differ from it.
     (None, None) for an install without git metadata; GROKPIPE_COMMIT (set by the Docker build) names it then."""
-    root = Path(grokpipe.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # grokpipe/run/provenance.py -> the checkout
     git = ["git", "-C", str(root)]
     try:
         commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
@@ -135,7 +135,7 @@ def collect(run_dir: Path, device: torch.device, precision: str) -> dict:
     cpu_model, flags = cpu_info()
     gpu = _gpu(device)
     return {
-        "grokpipe_version": grokpipe.__version__,
+        "grokpipe_version": __version__,
         "commit": commit,
         "dirty": dirty,
         "python": platform.python_version(),

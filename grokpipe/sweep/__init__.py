@@ -1,0 +1,1 @@
+"""A sweep: its status while it runs, its summary when it ends."""
