@@ -73,6 +73,29 @@ def one_line(exc: Exception) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+SWEEPER_KEY = re.compile(r"^[+~]*hydra\.sweeper\.(?P<key>\w+)")
+
+
+def check_sweeper_keys(args: list[str], conf_dir: Path) -> None:
+    """Every `hydra.sweeper.<key>=...` names a key of the chosen sweeper (conf/hydra/sweeper/<choice>.yaml lists
+    them all); Hydra's report of an unknown one is several lines."""
+    from omegaconf import OmegaConf
+
+    choice = next((a.split("=", 1)[1] for a in args if a.startswith("hydra/sweeper=")), None)
+    if choice is None:
+        defaults = OmegaConf.to_container(OmegaConf.load(conf_dir / "config.yaml")).get("defaults", [])
+        choice = next((v for d in defaults if isinstance(d, dict) for k, v in d.items() if k.endswith("hydra/sweeper")),
+                      None)  # fmt: skip
+    path = conf_dir / "hydra" / "sweeper" / f"{choice}.yaml"
+    if choice is None or not path.is_file():
+        return
+    keys = sorted(k for k in OmegaConf.to_container(OmegaConf.load(path)) if k not in ("defaults", "_target_"))
+    for arg in args:
+        if (match := SWEEPER_KEY.match(arg)) and match["key"] not in keys:
+            fail(f"hydra.sweeper.{match['key']} is not a setting of hydra/sweeper={choice}: one of {', '.join(keys)}")
+
+
 def check_command_line(args: list[str], conf_dir: Path) -> None:
     check_group_choices(args, conf_dir)
+    check_sweeper_keys(args, conf_dir)
     check_composes(args, conf_dir)

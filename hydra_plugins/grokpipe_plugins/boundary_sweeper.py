@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -33,54 +33,24 @@ from grokpipe.core.cells import (
     BOUNDARY,
     BOUNDARY_FIELDS,
     MISSING,
-    PACK_DIRS,
     PLANNED,
     SUCCESS,
     CellDied,
     read_packs,
     write_cells,
-    write_packs,
 )
 from grokpipe.core.errors import fail
+from grokpipe.sweep.plan import BOUNDARY_KEYS, BoundarySettings, BoundarySweeperConf, Cell, Plan, Search, interior
 from hydra_plugins.grokpipe_plugins.grid_sweeper import GridSweeper
 
 log = logging.getLogger(__name__)
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="grokpipe_boundary", node=BoundarySweeperConf, provider="grokpipe"
+)
 STATE = "boundary.json"
-# mode -> (the key the sweep lists: one search per value, the key searched)
-KEYS = {"ratio": ("optim.wd", "model.ratio"), "wd": ("model.ratio", "optim.wd")}
-
-
-def interior(a: int, b: int, k: int) -> list[int]:
-    """The k-section of the open index interval (a, b): up to k-1 distinct indices strictly inside it."""
-    return sorted({round(a + j * (b - a) / k) for j in range(1, k)} - {a, b})
-
-
-class Search:
-    """One search along the ladder at one value of the axis, from the verdicts of its points so far.
-    (A plain class: Hydra's plugin scan loads this module outside sys.modules, where dataclasses fail.)"""
-
-    def __init__(self, n: int) -> None:
-        self.n = n  # ladder length
-        self.verdicts: dict[int, bool] = {}  # index -> grokked (every seed's verdict, or the first seed's)
-        self.confirmed: set[int] = set()  # indices every seed has run
-
-    def bracket(self) -> tuple[int, int, list[int]]:
-        """(a, b, contradictions): a = the largest failing index (-1: none), b = the smallest grokking index above
-        it (n: none); grokking indices below a contradict monotonicity."""
-        fails = [i for i, g in self.verdicts.items() if not g]
-        a = max(fails, default=-1)
-        b = min((i for i, g in self.verdicts.items() if g and i > a), default=self.n)
-        return a, b, sorted(i for i, g in self.verdicts.items() if g and i < a)
-
-    def next(self, k: int, screen: bool) -> tuple[list[int], list[int]]:
-        """(indices to probe, indices to run with every seed); both empty when the search is settled."""
-        a, b, _ = self.bracket()
-        if self.n and self.n - 1 not in self.verdicts:  # the top first: it decides "above range" alone, and a
-            return sorted({self.n - 1, *interior(a, self.n - 1, k)[: k - 2]}), []  # top that groks stops early
-        if b - a > 1:
-            return interior(a, b, k), []
-        ends = [i for i in (a, b) if 0 <= i < self.n and i not in self.confirmed]
-        return [], ends if screen else []
+KEYS = BOUNDARY_KEYS
+SETTING_NAMES = ("mode", "values", "lo", "hi", "steps", "sections", "share", "seeds", "screen", "max_rounds")
+__all__ = ["BoundarySweeper", "Search", "interior"]
 
 
 def _num(v: str) -> float:
@@ -91,55 +61,19 @@ def _num(v: str) -> float:
 
 
 class BoundarySweeper(GridSweeper):
-    def __init__(
-        self,
-        mode: str = "ratio",
-        values=None,
-        lo: float | None = None,
-        hi: float | None = None,
-        steps: int | None = None,
-        sections: int = 2,
-        share: float = 0.5,
-        seeds=None,
-        screen: bool = True,
-        max_rounds: int = 30,
-        pack: bool = False,
-        max_members=None,
-        max_batch_size=None,
-        params=None,
-    ) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params, pack=pack, max_members=max_members)
-        self.mode, self.values, self.lo, self.hi, self.steps = mode, values, lo, hi, steps
-        self.sections, self.share, self.seeds, self.screen, self.max_rounds = sections, share, seeds, screen, max_rounds
+    SETTINGS = BoundarySettings
+
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)
+        for name in SETTING_NAMES:
+            setattr(self, name, getattr(self.settings, name))
 
     # ---------------------------------------------------------------- the command line and the ladder
-    def _settings(self) -> None:
-        """Check the sweeper's own keys; one line and exit 2 if one is out of its domain."""
-        problems = []
-        if self.mode not in KEYS:
-            problems.append(f"hydra.sweeper.mode={self.mode!r} is not allowed: ratio or wd")
-        if not (isinstance(self.sections, int) and 2 <= self.sections <= 64):
-            problems.append(f"hydra.sweeper.sections={self.sections!r} is not allowed: an integer in 2..64")
-        if not (isinstance(self.share, (int, float)) and 0 < self.share <= 1):
-            problems.append(f"hydra.sweeper.share={self.share!r} is not allowed: a share in (0, 1]")
-        if not (isinstance(self.max_rounds, int) and self.max_rounds >= 1):
-            problems.append(f"hydra.sweeper.max_rounds={self.max_rounds!r} is not allowed: an integer >= 1")
-        if self.values is None:
-            ok = all(isinstance(x, (int, float)) and x > 0 for x in (self.lo, self.hi)) and self.lo < self.hi
-            if not ok:
-                problems.append(f"hydra.sweeper.lo={self.lo!r}, hi={self.hi!r}: need 0 < lo < hi (or values: [...])")
-            elif not (isinstance(self.steps, int) and 2 <= self.steps <= 1000):
-                problems.append(f"hydra.sweeper.steps={self.steps!r} is not allowed: an integer in 2..1000")
-        elif len(self.values) < 2 or any(not isinstance(v, (int, float)) or v <= 0 for v in self.values):
-            problems.append(f"hydra.sweeper.values={list(self.values)!r}: at least two positive numbers")
-        if problems:
-            fail(problems[0])
-
     def _ladder_values(self) -> list[float]:
-        if self.values is not None:
-            return sorted({float(v) for v in self.values})
-        step = math.log(self.hi / self.lo) / (self.steps - 1)
-        return [float(f"{self.lo * math.exp(step * i):.6g}") for i in range(self.steps)]
+        return BoundarySettings.ladder_values(self)
+
+    def _need(self, n_seeds: int) -> int:
+        return BoundarySettings.need(self, n_seeds)
 
     def _split(self, arguments: list[str]) -> tuple[list[str], list[str], list[int]]:
         """(fixed overrides, the axis values, seeds) of the command line plus the preset's params."""
@@ -195,7 +129,6 @@ class BoundarySweeper(GridSweeper):
 
     # ---------------------------------------------------------------- the search
     def sweep(self, arguments: list[str]):
-        self._settings()
         try:
             arguments = self.expand(arguments)
             self.params = dict(text.split("=", 1) for text in self.expand(self._parse_config()))
@@ -293,10 +226,6 @@ class BoundarySweeper(GridSweeper):
     def _finished(self, state: dict, t: tuple) -> bool:
         return self._summary(self._cell(state, t)) is not None
 
-    def _need(self, n_seeds: int) -> int:
-        """How many of a point's seeds must grok for the point to grok."""
-        return max(1, math.ceil(self.share * n_seeds - 1e-9))
-
     def _tally(self, state: dict, v: str, i: int, seeds: list[int]) -> tuple[int, int, list[int], dict | None]:
         """(seeds that grokked, seeds that did not, seeds not run yet, the first seed's summary) of one point."""
         done = {s: self._summary(self._cell(state, (v, i, s))) for s in seeds}
@@ -365,27 +294,11 @@ class BoundarySweeper(GridSweeper):
             log.warning(f"a cell died: {exc}")
 
     def _launch_packed(self, sweep_dir: Path, jobs: list[dict], composed: list) -> None:
-        """The round's cells (`composed`: their configs) packed by shape; pack numbers go on from the earlier rounds'
-        (packs.json keeps all)."""
-        from grokpipe.config.packing import group_by_shape
-
-        previous = read_packs(sweep_dir)
-        cfgs = []
-        for cell, cfg in zip(jobs, composed):
-            task_cfg = self.run_config(cfg, sweep_dir)
-            self.save_run_config(task_cfg, cell["overrides"], Path(cell["dir"]))
-            cfgs.append(task_cfg)
-        k0 = len(previous)
-        packs = group_by_shape(cfgs, self.max_members)
-        plan = [
-            {"pack": k0 + k, "cells": [jobs[i]["num"] for i in members], "dirs": [jobs[i]["dir"] for i in members]}
-            for k, members in enumerate(packs)
-        ]
-        write_packs(sweep_dir, previous + plan)
-        launched = [[*jobs[m[0]]["overrides"], f"+pack={k0 + k}", f"hydra.sweep.subdir={PACK_DIRS}/{k0 + k}"]
-                    for k, m in enumerate(packs)]  # fmt: skip
-        for r in self.launcher.launch(launched, initial_job_idx=k0):
-            _ = r.return_value
+        """The round's cells (`composed`: their configs) packed by shape, through the grid sweeper's pack launch;
+        pack numbers go on from the earlier rounds' (packs.json keeps all)."""
+        cells = [Cell(c["num"], c["overrides"], c["dir"], c.get("coords", {}), c.get("split", ""), n, None)
+                 for n, c in enumerate(jobs)]  # fmt: skip
+        self.launch_packs(Plan(cells, composed), cells, sweep_dir, k0=len(read_packs(sweep_dir)))
 
     # ---------------------------------------------------------------- the report
     def _report(

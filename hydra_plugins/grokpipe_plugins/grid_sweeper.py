@@ -9,81 +9,38 @@ array). Every cell keeps its own run dir and outputs; the pack jobs' own dirs ar
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 import grokpipe.core.split as split
-from grokpipe.core.cells import PACK_DIRS, CellDied, coordinates, sweep_group, write_cells, write_packs
+from grokpipe.core.cells import PACK_DIRS, CellDied, sweep_group, write_cells, write_packs
 from grokpipe.core.errors import ConfigError, fail
+from grokpipe.sweep.plan import ELLIPSIS, GridSettings, GridSweeperConf, Plan, expand_ellipsis, group_packs, plan_cells
+
+__all__ = ["GridSweeper", "expand_ellipsis"]
 
 log = logging.getLogger(__name__)
-ELLIPSIS = "..."
-
-
-def _fmt(x: float, integral: bool) -> str:
-    return str(int(round(x))) if integral else f"{float(f'{x:.12g}')!r}"
-
-
-def expand_ellipsis(key: str, values: list[str]) -> list[str]:
-    """`8,16,...,256` -> the progression the leading terms imply, up to and including the last term.
-
-    Two or more leading terms and one final term. Geometric when the terms share a ratio, arithmetic when
-    they share a step; with two leading terms that fit both (8,16,...,256), geometric: widths and weight
-    decays are swept in powers. Raises ValueError naming the key when no progression reaches the end.
-    """
-    if ELLIPSIS not in values:
-        return values
-    where = values.index(ELLIPSIS)
-    head, tail = values[:where], values[where + 1 :]
-    spec = ",".join(values)
-    if len(head) < 2 or len(tail) != 1:
-        raise ValueError(f"{key}={spec}: write at least two terms before '...' and exactly one after it")
-    try:
-        terms, end = [float(v) for v in head], float(tail[0])
-    except ValueError:
-        raise ValueError(f"{key}={spec}: a range with '...' needs numbers") from None
-    integral = all(float(v).is_integer() and "." not in v for v in [*head, tail[0]])
-
-    def walk(nxt) -> list[float] | None:
-        seq = list(terms)
-        while len(seq) < 10_000:
-            if math.isclose(seq[-1], end, rel_tol=1e-9, abs_tol=1e-12):
-                return seq
-            if (end - seq[-1]) * (seq[-1] - seq[0]) < 0 or abs(seq[-1] - seq[0]) > abs(end - seq[0]) * (1 + 1e-9):
-                return None
-            seq.append(nxt(seq[-1]))
-        return None
-
-    candidates = []
-    if all(t != 0 for t in terms):
-        ratio = terms[1] / terms[0]
-        if ratio > 0 and ratio != 1 and all(math.isclose(b / a, ratio) for a, b in zip(terms, terms[1:])):
-            candidates.append(("geometric", walk(lambda x: x * ratio)))
-    step = terms[1] - terms[0]
-    if step != 0 and all(math.isclose(b - a, step, abs_tol=1e-12) for a, b in zip(terms, terms[1:])):
-        candidates.append(("arithmetic", walk(lambda x: x + step)))
-    for kind, seq in candidates:
-        if seq is not None:
-            log.info(f"{key}: {spec} read as the {kind} progression {len(seq)} terms long")
-            return [_fmt(x, integral) for x in seq]
-    raise ValueError(f"{key}={spec}: no arithmetic or geometric progression from {','.join(head)} reaches {tail[0]}")
-
-
-PACK_CHOICES = (True, False, "auto")
+ConfigStore.instance().store(group="hydra/sweeper", name="grokpipe_grid", node=GridSweeperConf, provider="grokpipe")
+SEED_MARK = 8_675_309_123_456_789  # where a class's run config takes each cell's seed
 PACK_CPU_MAX_WIDTH = 16  # pack=auto packs CPU cells up to this d_model (measured: docs/benchmarks.md)
 
 
 class GridSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: int | None = None, params=None, pack=False, max_members=None) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params)
-        if pack not in PACK_CHOICES:
-            fail(f"hydra.sweeper.pack={pack} is not allowed: true, false or auto")
-        self.pack, self.max_members = pack, max_members
+    def __init__(self, **settings) -> None:
+        try:
+            self.settings = self.SETTINGS.of(settings)
+        except ConfigError as exc:
+            fail(str(exc))
+        super().__init__(max_batch_size=self.settings.max_batch_size, params=self.settings.params)
+        self.pack, self.max_members = self.settings.pack, self.settings.max_members
+
+    SETTINGS = GridSettings
 
     def packs(self, cfgs: list) -> bool:
         """Whether these cells train packed: `pack` itself, or for auto where packing pays: on a GPU (the cells name
@@ -115,10 +72,10 @@ class GridSweeper(BasicSweeper):
             self.params = dict(text.split("=", 1) for text in self.expand(self._parse_config()))
         except ValueError as exc:
             fail(str(exc))
-        cells = self.check_cells(arguments)
+        plan = self.check_cells(arguments)
         try:
-            if self.packs([cfg for _, cfg in cells]):
-                return self.sweep_packed(cells)
+            if self.packs(plan.configs):
+                return self.sweep_packed(plan)
             return super().sweep(arguments)
         except CellDied as exc:  # raised once every cell has ended: the sweep summary reports each failure
             log.warning(f"a cell died: {exc}")
@@ -135,24 +92,26 @@ class GridSweeper(BasicSweeper):
             out.append(text)
         return out
 
-    def check_cells(self, arguments: list[str]) -> list[tuple]:
-        """Compose and check every cell before anything is launched: one bad cell stops the whole grid.
-        Writes the manifest of cells (`cells.json`) the sweep summary reads; returns (overrides, config) per cell."""
+    def check_cells(self, arguments: list[str]) -> Plan:
+        """Compose and check every cell before anything is launched: one bad cell stops the whole grid. Cells that
+        differ only in their seed share one composed config (grokpipe.sweep.plan). Writes the manifest of cells
+        (`cells.json`) the sweep summary reads; returns the plan."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         parsed = parser.parse_overrides(self._parse_config() + arguments)
         swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
         (cells,) = self.split_arguments(parsed, None)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        manifest, composed = [], []
-        for num, overrides in enumerate(cells):
+        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)["subdir"]
+
+        def compose(overrides: list[str], num: int):
             where = " ".join(o for o in overrides if o.split("=", 1)[0] in swept)
-            cfg = self.compose_cell(overrides, num, f"cell {num} ({where})")
-            entry = {"num": num, "overrides": list(overrides), "dir": str(sweep_dir / cfg.hydra.sweep.subdir)}
-            manifest.append({**entry, "coords": coordinates(overrides, swept, cfg), "split": split.of_config(cfg.task)})
-            composed.append((list(overrides), cfg))
-        write_cells(sweep_dir, manifest)
-        log.info(f"{len(cells)} cells checked; launching")
-        return composed
+            return self.compose_cell(overrides, num, f"cell {num} ({where})")
+
+        plan = plan_cells(cells, swept, sweep_dir, compose, str(subdir), split.of_config)
+        write_cells(sweep_dir, [c.manifest() for c in plan.cells])
+        classes = f" ({len(plan.configs)} composed)" if len(plan.configs) < len(plan.cells) else ""
+        log.info(f"{len(plan.cells)} cells checked{classes}; launching")
+        return plan
 
     def compose_cell(self, overrides, num: int, label: str, after: str = "nothing was launched"):
         """One cell's config, composed as job `num` and checked. If it is not allowed: the line
@@ -180,48 +139,59 @@ class GridSweeper(BasicSweeper):
 
     @staticmethod
     def save_run_config(task_cfg, overrides, run_dir: Path) -> None:
-        """A packed cell's .hydra/config.yaml and overrides.yaml, which Hydra itself writes for a cell run alone."""
+        """A packed cell's .hydra/config.yaml and overrides.yaml, which Hydra itself writes for a cell run alone.
+        `task_cfg`: the config, or its YAML text."""
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(task_cfg, run_dir / ".hydra" / "config.yaml")
+        text = task_cfg if isinstance(task_cfg, str) else OmegaConf.to_yaml(task_cfg)
+        (run_dir / ".hydra" / "config.yaml").write_text(text)
         OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
 
-    def plan_packs(self, cells: list[tuple]) -> list[list[int]]:
-        """Group the cells by shape, write each cell's run config to its dir and the plan to `packs.json`."""
-        from grokpipe.config.packing import check_packable, group_by_shape
+    def launch_packs(self, plan: Plan, cells: list, sweep_dir: Path, k0: int = 0) -> None:
+        """`cells` (of `plan`) packed by shape and launched, one job per pack, numbered from `k0` (a boundary search's
+        later rounds go on from the earlier rounds' packs): each cell's run config to its dir (Hydra writes it for a
+        cell run alone), the plan to `packs.json` (after the `k0` packs there), then one launcher batch."""
+        from grokpipe.config.packing import shape_key
+        from grokpipe.core.cells import read_packs
 
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        task_cfgs, dirs = [], []
-        for _, cfg in cells:
-            task_cfgs.append(self.run_config(cfg, sweep_dir))
-            dirs.append(sweep_dir / str(cfg.hydra.sweep.subdir))
-        packs = group_by_shape(task_cfgs, self.max_members)
-        for members in packs:
-            try:
-                check_packable([task_cfgs[i] for i in members])
-            except ConfigError as exc:
-                fail(f"cells {','.join(map(str, members))}: {exc}; nothing was launched")
-        for (overrides, _), task_cfg, run_dir in zip(cells, task_cfgs, dirs):
-            self.save_run_config(task_cfg, overrides, run_dir)
-        plan = [
-            {"pack": k, "cells": members, "dirs": [str(dirs[i]) for i in members]} for k, members in enumerate(packs)
-        ]
-        write_packs(sweep_dir, plan)
-        return packs
+        def shape_of(cfg) -> str:
+            return json.dumps(shape_key(cfg), sort_keys=True, default=str)
 
-    def sweep_packed(self, cells: list[tuple]):
-        """One job per pack: the job's own overrides name the pack, and its dir is packs/<k>."""
-        packs = self.plan_packs(cells)
+        index = {c.num: n for n, c in enumerate(cells)}
+        sub = Plan(cells, plan.configs)
+        packs = [[index[num] for num in members] for members in group_packs(sub, shape_of, self.max_members)]
+        texts = {}  # per class: its run config as YAML with a marker where the seed goes (one dump a class)
+        for cell in cells:
+            if cell.cls not in texts:
+                task_cfg = self.run_config(plan.configs[cell.cls], sweep_dir)
+                own = task_cfg.train.seed
+                task_cfg.train.seed = SEED_MARK
+                text = OmegaConf.to_yaml(task_cfg)
+                if text.count(f"seed: {SEED_MARK}\n") != 1:  # the marker must be the seed alone
+                    raise RuntimeError(f"cannot place train.seed in the run config of cell {cell.num}")
+                texts[cell.cls] = (text, own)
+            text, own = texts[cell.cls]
+            seed = own if cell.seed is None else cell.seed
+            self.save_run_config(
+                text.replace(f"seed: {SEED_MARK}\n", f"seed: {seed}\n"), cell.overrides, Path(cell.dir)
+            )
+        previous = read_packs(sweep_dir)[:k0] if k0 else []
+        new = [{"pack": k0 + k, "cells": [cells[i].num for i in m], "dirs": [cells[i].dir for i in m]}
+               for k, m in enumerate(packs)]  # fmt: skip
+        write_packs(sweep_dir, previous + new)
         log.info(f"Packing {len(cells)} cells into {len(packs)} job{'s' * (len(packs) != 1)} (one per shape)")
         for k, members in enumerate(packs):
-            log.info(f"\tpack {k}: cells {', '.join(map(str, members))}")
+            log.info(f"\tpack {k0 + k}: cells {', '.join(str(cells[i].num) for i in members)}")
+        jobs = [[*cells[m[0]].overrides, f"+pack={k0 + k}", f"hydra.sweep.subdir={PACK_DIRS}/{k0 + k}"]
+                for k, m in enumerate(packs)]  # fmt: skip
+        for r in self.launcher.launch(jobs, initial_job_idx=k0):
+            _ = r.return_value  # raises CellDied for a pack job that died
+
+    def sweep_packed(self, plan: Plan):
+        """One job per pack: the job's own overrides name the pack, and its dir is packs/<k>."""
         sweep_dir = Path(self.config.hydra.sweep.dir)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        first = [cells[members[0]][0] for members in packs]
-        jobs = [[*o, f"+pack={k}", f"hydra.sweep.subdir={PACK_DIRS}/{k}"] for k, o in enumerate(first)]
-        results = self.launcher.launch(jobs, initial_job_idx=0)
-        for r in results:
-            _ = r.return_value  # raises CellDied for a pack job that died
-        return [results]
+        self.launch_packs(plan, plan.cells, sweep_dir)
+        return None
 
     def validate_batch_is_legal(self, batch) -> None:
         """Every cell was composed and checked in check_cells already."""

@@ -1,4 +1,5 @@
-"""The boundary sweeper's search on a ladder, checked against every monotone (and some non-monotone) truth."""
+"""The boundary search on a ladder (grokpipe.sweep.plan, plain Python), checked against every monotone (and some
+non-monotone) truth; the sweeper's settings."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import itertools
 
 import pytest
 
-from hydra_plugins.grokpipe_plugins.boundary_sweeper import BoundarySweeper, Search, interior
+from grokpipe.core.errors import ConfigError
+from grokpipe.sweep.plan import BoundarySettings, Search, interior
+from hydra_plugins.grokpipe_plugins.boundary_sweeper import BoundarySweeper
 
 
 def sweeper(**settings) -> BoundarySweeper:
@@ -101,15 +104,20 @@ def test_every_verdict_pattern_settles():
         ({"max_rounds": 0}, "hydra.sweeper.max_rounds=0 is not allowed: an integer >= 1"),
     ],
 )
-def test_sweeper_settings_out_of_domain_are_one_line(kwargs, message, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        sweeper(**kwargs)._settings()
-    assert exit_.value.code == 2
-    assert capsys.readouterr().err == f"error: {message}\n"
+def test_sweeper_settings_out_of_domain_are_one_line(kwargs, message):
+    with pytest.raises(ConfigError) as refused:
+        BoundarySettings.of(kwargs)
+    assert str(refused.value) == message
+
+
+def test_an_unknown_sweeper_setting_is_named():
+    with pytest.raises(ConfigError, match=r"^hydra.sweeper.sectoins is not a setting of this sweeper: "):
+        BoundarySettings.of({"sectoins": 3})
+    assert BoundarySettings.of({"sections": 3, "_target_": "x"}).sections == 3
 
 
 def test_the_default_ladder_is_geometric():
-    ladder = sweeper(lo=0.125, hi=8.0, steps=13)._ladder_values()
+    ladder = BoundarySettings.of({"lo": 0.125, "hi": 8.0, "steps": 13}).ladder_values()
     assert ladder[0] == 0.125 and ladder[-1] == 8.0 and ladder[6] == 1.0 and len(ladder) == 13
 
 
@@ -154,6 +162,7 @@ def test_a_packed_search_keeps_one_pack_plan_across_its_rounds(tmp_path):
 
     made._compose = compose
     made.run_config = lambda cfg, sweep_dir: OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    made.max_members = None
     made.save_run_config = lambda cfg, overrides, run_dir: None
     state = {"cells": [], "rounds": []}
     ladder = [(0.25, "model.d_model=8"), (1.0, "model.d_model=16")]
