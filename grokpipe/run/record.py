@@ -47,6 +47,25 @@ def identity(cfg: DictConfig) -> dict:
     return plain
 
 
+MISSING_KEY = "<absent>"
+
+
+def config_differences(theirs: dict, mine: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, their value, my value) for every leaf where two identities differ, in key order."""
+    out = []
+    for key in sorted(set(theirs) | set(mine)):
+        a, b = theirs.get(key, MISSING_KEY), mine.get(key, MISSING_KEY)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+def _shown(value) -> str:
+    return "absent" if value is MISSING_KEY else repr(value)
+
+
 def run_name(cfg: DictConfig, task) -> str:
     return f"{cfg.model.name}-d{cfg.model.d_model}-{task.name}-wd{cfg.optim.wd:g}-s{cfg.train.seed}"
 
@@ -77,11 +96,11 @@ class RunRecord:
             return None
         mine = identity(self.cfg)
         if ckpt.config != mine:
-            theirs = ckpt.config or {}
-            differ = sorted(k for k in mine if theirs.get(k) != mine[k])
+            differ = config_differences(ckpt.config or {}, mine)
+            shown = "; ".join(f"{k}: {_shown(a)} there, {_shown(b)} here" for k, a, b in differ[:3])
+            more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
             raise ConfigError(
-                f"{self.run_dir} holds a run of another config (differs in: {', '.join(differ)}); "
-                "launch into a new dir or remove it"
+                f"{self.run_dir} holds a run of another config ({shown}{more}); launch into a new dir or remove it"
             )
         if not isinstance(ckpt.optimizer, dict) or "steps" not in ckpt.optimizer:
             raise ConfigError(f"{self.run_dir} holds a checkpoint of an older grokpipe; launch into a new dir")

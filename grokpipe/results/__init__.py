@@ -1,0 +1,1 @@
+"""What runs leave behind, read back: the results database, DataFrames, sweep figures, probes, LLC, re-runs."""
