@@ -24,10 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import grokpipe.core.checkpoint as checkpoint
-from grokpipe.models import build_model
-from grokpipe.core.outputs import read_metrics
-from grokpipe.tasks import TaskSpec, build_task
 from grokpipe.config.validate import apply_ratio
+from grokpipe.core.outputs import read_metrics
+from grokpipe.models import build_model
+from grokpipe.tasks import TaskSpec, build_task
 
 ANALYSIS_FIELDS = (
     "epoch",

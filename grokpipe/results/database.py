@@ -25,8 +25,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 import grokpipe.core.split as split
-from grokpipe.core.outputs import read_metrics
 from grokpipe.core.cells import BOUNDARY, BOUNDARY_FIELDS, CELLS, PACK_DIRS, PACKS, SUCCESS, run_group, sweep_group
+from grokpipe.core.outputs import read_metrics
 
 SCHEMA_VERSION = 5  # 5: runs.split (the seed-aggregating views grouped by it), runs.coords, view sweep_cells
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a measure's column, safe as an SQL name
@@ -260,7 +260,8 @@ def _load_yaml(path: Path) -> DictConfig | None:
 
 
 def experiment_name(cfg: DictConfig | None, sweep_dir: Path | None) -> str:
-    """The W&B group: logger.group if set, else `sweep-<parent>_<name>` for a sweep, else grokpipe.core.cells.run_group."""
+    """The W&B group: logger.group if set, else `sweep-<parent>_<name>` for a sweep, else
+    grokpipe.core.cells.run_group."""
     if sweep_dir is not None:
         master = _load_yaml(sweep_dir / "multirun.yaml")
         group = OmegaConf.select(master, "logger.group", default=None) if master is not None else None
@@ -273,8 +274,8 @@ def experiment_name(cfg: DictConfig | None, sweep_dir: Path | None) -> str:
 
 def _from_config(cfg: DictConfig) -> dict:
     """What a run's hyperparameters were, from its composed config: for cells that failed before a summary."""
-    from grokpipe.core.errors import ConfigError
     from grokpipe.config.validate import apply_ratio, task_size
+    from grokpipe.core.errors import ConfigError
 
     cfg = cfg.copy()
     try:

@@ -68,8 +68,8 @@ def _metrics(dirs: dict, key: str) -> pd.DataFrame:
 
 
 def _from_sweep(sweep_dir: Path) -> Results:
-    from grokpipe.core.split import of_run
     from grokpipe.core.cells import cell_coordinates, read_cells
+    from grokpipe.core.split import of_run
 
     rows = []
     for c in read_cells(sweep_dir):

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from grokpipe.results.analysis import list_checkpoints, load_model, load_run_config, metrics_at, run_title
-from grokpipe.losses import build_loss
 from grokpipe.core.outputs import read_metrics
+from grokpipe.losses import build_loss
+from grokpipe.results.analysis import list_checkpoints, load_model, load_run_config, metrics_at, run_title
 from grokpipe.run.record import budget
 from grokpipe.tasks import build_task
 

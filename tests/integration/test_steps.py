@@ -93,7 +93,8 @@ def test_a_run_in_steps_resumes_exactly(steps_run, tmp_path):
 
 def test_a_checkpoint_in_epochs_is_not_resumed_in_steps(tmp_path):
     run(compose_cfg([*STEPS, "train.max_steps=null", "train.max_epochs=1"]), tmp_path)
-    with pytest.raises(ConfigError, match="holds a run of another config \\(train\\.unit: absent there, 'steps' here\\)"):
+    unit = "holds a run of another config \\(train\\.unit: absent there, 'steps' here\\)"
+    with pytest.raises(ConfigError, match=unit):
         run(compose_cfg(STEPS), tmp_path)
 
 
