@@ -34,13 +34,10 @@ def shape_key(cfg: DictConfig) -> dict:
 
 
 def check_packable(cfgs: list[DictConfig]) -> None:
-    """Validate every config and refuse a pack whose members differ in anything but PER_MEMBER (ConfigError)."""
-    from grokpipe.config.validate import prepare
-
+    """Refuse a pack whose members (configs already checked and resolved: grokpipe.config.validate.prepare) differ in
+    anything but PER_MEMBER (ConfigError)."""
     if not cfgs:
         raise ConfigError("cannot pack: no runs given")
-    for cfg in cfgs:
-        prepare(cfg)
     first = shape_key(cfgs[0])
     for i, cfg in enumerate(cfgs[1:], start=1):
         key = shape_key(cfg)

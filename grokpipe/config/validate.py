@@ -1,14 +1,20 @@
 """Every check on a composed config, run before anything heavy. An error names the key, the value, what is allowed.
 
 Each group's keys are checked against the schema of the part its `_target_` names (grokpipe.core.schema), the logger's
-too; `train` has its schema here. Then the checks across keys, then the estimate of the memory the run needs.
+too; `train` has its schema here. Then the checks across keys. `prepare` then resolves the run once: every value the
+config implies (d_model from model.ratio, the W&B group of a sweep's cell, and where the machine is known the precision
+and the engine) is written into the config, which is read-only from then on, and returned as one frozen `Run`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from grokpipe.core.cells import sweep_group
 from grokpipe.core.errors import ConfigError
 from grokpipe.core.schema import Bool, Choice, Float, Int, Nullable, check_node
 from grokpipe.core.secrets import SECRET_KEY
@@ -104,10 +110,74 @@ def apply_ratio(cfg: DictConfig) -> None:
         cfg.model.d_model = d_model
 
 
-def prepare(cfg: DictConfig) -> None:
-    """Check every key, derive what the config implies (d_model from model.ratio) and check across keys; raises
-    ConfigError with one line. Nothing here depends on the machine (a sweep is checked where it is launched, and
-    trained elsewhere): the device and its memory are checked where the run trains (`check_memory`)."""
+@dataclass(frozen=True)
+class Machine:
+    """What a run's resolution needs of the machine it trains on: the device type and the CPU's bf16 flags."""
+
+    device: str  # cpu, cuda or mps
+    cpu_flags: frozenset = frozenset()
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run, resolved once by `prepare`: its composed config (read-only) and every value derived from it."""
+
+    cfg: DictConfig
+    d_model: int | None  # the width trained (from model.ratio where that is set)
+    task_size: int  # what the ratio divides by (the task's size: p for modular arithmetic)
+    ratio: float | None  # d_model / task_size as trained
+    budget: int  # train.max_epochs or train.max_steps
+    unit: str  # what the loop counts: "epochs" or "steps"
+    group: str | None  # the W&B group (logger.group; a sweep's cell: the sweep's group unless set)
+    precision: str  # train.precision; `auto` until the machine is known, then fp32 or bf16
+    engine: str  # train.engine; `auto` until the machine is known, then loop or packed
+
+
+def budget(tc: DictConfig) -> tuple[int, str]:
+    """The run's budget and the unit the loop counts in: (max_epochs, "epochs"), or (max_steps, "steps"), where one
+    iteration of the loop is one optimizer step on a random batch, and every epoch-named count (eval_every, the
+    checkpoints, metrics.csv's `epoch`, the W&B step, grok_epoch) is a step count."""
+    steps = tc.get("max_steps")  # a config recorded before the key existed: epochs
+    return (steps, "steps") if steps is not None else (tc.max_epochs, "epochs")
+
+
+# train.precision=auto: bf16 autocast on a CPU with bf16 units, for models at least this wide (docs/benchmarks.md:
+# on such a CPU bf16 ran seed 003's model 1.3x (d_model 32) to 2.7x (128) faster with grok epochs inside fp32's seed
+# spread, and slower than fp32 at d_model 8, where the casts cost more than the matmuls save)
+BF16_MIN_WIDTH = 32
+BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def choose_precision(cfg: DictConfig, machine: Machine) -> str:
+    """`train.precision`, with auto resolved: bf16 on a CPU with bf16 units (avx512_bf16 or amx_bf16 in its flags)
+    for a model of d_model >= BF16_MIN_WIDTH, fp32 elsewhere (on GPUs bf16 has not been measured against fp32)."""
+    precision = cfg.train.precision
+    if precision != "auto":
+        return precision
+    wide = (cfg.model.get("d_model") or 0) >= BF16_MIN_WIDTH
+    native = machine.device == "cpu" and bool(BF16_CPU_FLAGS & set(machine.cpu_flags))
+    return "bf16" if wide and native else "fp32"
+
+
+def choose_engine(cfg: DictConfig, machine: Machine | None) -> str:
+    """How a single run's members are held: `loop` (the module itself) or `packed` (vmap over a pack of one, whose
+    full-batch step a CUDA graph can hold). auto = packed on CUDA, loop elsewhere (`auto` while the machine is not
+    known). A pack of several is packed."""
+    if cfg.train.engine != "auto" or machine is None:
+        return cfg.train.engine
+    return "packed" if machine.device == "cuda" else "loop"
+
+
+def prepare(
+    cfg: DictConfig, machine: Machine | Callable[[str], Machine] | None = None, sweep_dir: str | None = None
+) -> Run:
+    """Check every key, derive what the config implies and check across keys (ConfigError with one line), then
+    resolve the run once and return it; the config is read-only afterwards. `machine`: where the run trains (or a
+    function of train.device giving it, called once train's keys are checked); without it nothing depends on the
+    machine (a sweep is checked where it is launched and trained elsewhere), and precision and engine stay `auto`.
+    `sweep_dir`: the sweep a cell belongs to, whose W&B group it logs to unless logger.group is set. The device's
+    memory is checked where the run trains (grokpipe.run.memory)."""
+    OmegaConf.set_readonly(cfg, False)  # a config prepared before (a re-check, a pack's member) is resolved again
     for key in _secret_keys(cfg):
         raise ConfigError(
             f"{key} is not allowed: secrets come from the environment (e.g. WANDB_API_KEY), never from the config"
@@ -153,6 +223,21 @@ def prepare(cfg: DictConfig) -> None:
             f"model={cfg.model.name!r} is not allowed: it reads out {reads_out} outputs, "
             f"task {cfg.task.name!r} has {classes['task'].output} targets"
         )
+    if callable(machine):
+        machine = machine(cfg.train.device)
+    with open_dict(cfg):
+        if sweep_dir is not None and cfg.logger.get("group") is None:
+            cfg.logger.group = sweep_group(str(sweep_dir))
+        if machine is not None:  # resolved once, before the run record: a resume that resolves otherwise is refused
+            cfg.train.precision = choose_precision(cfg, machine)
+    size = task_size(cfg)
+    d_model = cfg.model.get("d_model")
+    last, unit = budget(cfg.train)
+    OmegaConf.set_readonly(cfg, True)
+    return Run(
+        cfg=cfg, d_model=d_model, task_size=size, ratio=None if d_model is None else d_model / size, budget=last,
+        unit=unit, group=cfg.logger.get("group"), precision=cfg.train.precision, engine=choose_engine(cfg, machine),
+    )  # fmt: skip
 
 
 def check_budget(tc: DictConfig) -> None:

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from grokpipe.config.validate import budget
 from grokpipe.core.outputs import read_metrics
 from grokpipe.losses import build_loss
 from grokpipe.results.analysis import list_checkpoints, load_model, load_run_config, metrics_at, run_title
-from grokpipe.run.record import budget
 from grokpipe.tasks import build_task
 
 MISSING_EXTRA = "the LLC needs the llc extra: pip install -e '.[llc]'"

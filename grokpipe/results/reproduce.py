@@ -122,7 +122,7 @@ def recorded_config(run_dir: Path) -> DictConfig:
     _fill_train_defaults(cfg)
     _fill_logger_target(cfg)
     try:
-        prepare(cfg)
+        prepare(cfg.copy())  # a copy: the re-run's own settings go in before the loop resolves it
     except ConfigError as exc:
         made_by = _made_by(run_dir)
         raise ConfigError(f"{run_dir}'s config does not validate with this grokpipe ({exc}){made_by}") from None

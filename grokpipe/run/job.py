@@ -14,10 +14,9 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from grokpipe.config.validate import prepare
-from grokpipe.core.cells import FAILED, PACKS, mark_failed, read_pack, sweep_group
+from grokpipe.core.cells import FAILED, PACKS, mark_failed, read_pack
 from grokpipe.core.errors import ConfigError
 from grokpipe.core.outputs import StorageError, write_summary
 
@@ -30,27 +29,18 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if in_sweep and cfg.get("pack") is not None:  # a packed sweep's job: the cells of pack k, as one model
         return run_pack(Path(hydra_cfg.sweep.dir), int(cfg.pack))
-    if cfg.logger.get("group") is None and in_sweep:
-        with open_dict(cfg):
-            cfg.logger.group = sweep_group(hydra_cfg.sweep.dir)
-    return run_one(cfg, run_dir, in_sweep)
+    return run_one(cfg, run_dir, str(hydra_cfg.sweep.dir) if in_sweep else None)
 
 
-def run_one(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> float | None:
-    """One run in `run_dir`. Alone, bad input or a full disk ends the process with one line (exit status 2 or 3);
-    in a sweep the cell records its failure and the sweep goes on. Returns the grok epoch."""
+def run_one(cfg: DictConfig, run_dir: Path, sweep_dir: str | None) -> float | None:
+    """One run in `run_dir`, its config checked and resolved once where it trains (grokpipe.config.validate.prepare,
+    called by the loop). Alone, bad input or a full disk ends the process with one line (exit status 2 or 3); in a
+    sweep (`sweep_dir`) the cell records its failure and the sweep goes on. Returns the grok epoch."""
+    from grokpipe.run.train import run  # imports torch
+
+    in_sweep = sweep_dir is not None
     try:
-        prepare(cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if in_sweep:  # the sweeper validated every cell already; keep the others going
-            _record_failure(run_dir, cfg, str(exc))
-            return None
-        sys.exit(2)
-    from grokpipe.run.train import run
-
-    try:
-        summary = run(cfg, run_dir)
+        summary = run(cfg, run_dir, sweep_dir)
     except (ConfigError, StorageError) as exc:  # expected faults: one line, nothing computed is lost
         message = exc.strerror if isinstance(exc, StorageError) else str(exc)
         print(f"error: {message}", file=sys.stderr)
@@ -85,7 +75,7 @@ def run_pack(sweep_dir: Path, k: int) -> list:
     cfgs = [OmegaConf.load(d / ".hydra" / "config.yaml") for d in dirs]
     print(f"pack {k}: cells {', '.join(map(str, plan['cells']))}", flush=True)
     try:
-        summaries = train(cfgs, dirs)
+        summaries = train(cfgs, dirs, str(sweep_dir))
     except (ConfigError, StorageError) as exc:
         message = exc.strerror if isinstance(exc, StorageError) else str(exc)
         print(f"error: {message}", file=sys.stderr)

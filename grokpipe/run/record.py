@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 import grokpipe.core.checkpoint as checkpoint
 import grokpipe.core.split as split
 import grokpipe.run.provenance as provenance
+from grokpipe.config.validate import budget
 from grokpipe.core.checkpoint import Checkpoint, load_at, load_latest, rng_state
 from grokpipe.core.checkpoint import save as save_checkpoint
 from grokpipe.core.errors import ConfigError
@@ -21,14 +22,6 @@ FINISHED = ("grokked", "completed", "diverged")
 IDENTITY_TRAIN_KEYS = ("seed", "batch_size", "precision", "eval_every")
 # optimiser options whose "off" leaves a run as it was before they existed: a checkpoint from then still resumes
 OPTIONS_OFF = {"orthogonal": False, "constant_norm": {"enabled": False}}
-
-
-def budget(tc: DictConfig) -> tuple[int, str]:
-    """The run's budget and the unit the loop counts in: (max_epochs, "epochs"), or (max_steps, "steps"), where one
-    iteration of the loop is one optimizer step on a random batch, and every epoch-named count (eval_every, the
-    checkpoints, metrics.csv's `epoch`, the W&B step, grok_epoch) is a step count."""
-    steps = tc.get("max_steps")  # a config recorded before the key existed: epochs
-    return (steps, "steps") if steps is not None else (tc.max_epochs, "epochs")
 
 
 def identity(cfg: DictConfig) -> dict:

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from grokpipe.config.packing import check_packable
+from grokpipe.config.validate import Machine, budget, prepare
 from grokpipe.core.checkpoint import DIR, LAST, set_rng_state
 from grokpipe.core.errors import ConfigError
 from grokpipe.core.outputs import StorageError
@@ -28,37 +29,11 @@ from grokpipe.run.device import keep_freed_memory, pick_device
 from grokpipe.run.memory import check_memory
 from grokpipe.run.progress_bar import ProgressBar
 from grokpipe.run.provenance import cpu_info
-from grokpipe.run.record import RunRecord, budget, read_summary
+from grokpipe.run.record import RunRecord, read_summary
 from grokpipe.run.signals import StopRequest
 from grokpipe.run.stack import GraphedStep, make_stack
 from grokpipe.run.stopping import StoppingRule
 from grokpipe.tasks import build_task
-
-
-def choose_engine(cfg: DictConfig) -> str:
-    """How a single run's members are held: `loop` (the module itself) or `packed` (vmap over a pack of one, whose
-    full-batch step a CUDA graph can hold). auto = packed on CUDA, loop elsewhere. A pack of several is packed."""
-    if cfg.train.engine != "auto":
-        return cfg.train.engine
-    return "packed" if pick_device(cfg.train.device).type == "cuda" else "loop"
-
-
-# train.precision=auto: bf16 autocast on a CPU with bf16 units, for models at least this wide (docs/benchmarks.md:
-# on such a CPU bf16 ran seed 003's model 1.3x (d_model 32) to 2.7x (128) faster with grok epochs inside fp32's seed
-# spread, and slower than fp32 at d_model 8, where the casts cost more than the matmuls save)
-BF16_MIN_WIDTH = 32
-BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
-
-
-def choose_precision(cfg: DictConfig, device: torch.device) -> str:
-    """`train.precision`, with auto resolved: bf16 on a CPU with bf16 units (avx512_bf16 or amx_bf16 in its flags)
-    for a model of d_model >= BF16_MIN_WIDTH, fp32 elsewhere (on GPUs bf16 has not been measured against fp32)."""
-    precision = cfg.train.precision
-    if precision != "auto":
-        return precision
-    wide = (cfg.model.get("d_model") or 0) >= BF16_MIN_WIDTH
-    native = device.type == "cpu" and bool(BF16_CPU_FLAGS & set(cpu_info()[1]))
-    return "bf16" if wide and native else "fp32"
 
 
 def apply_determinism(tc: DictConfig, device: torch.device) -> None:
@@ -87,17 +62,25 @@ def _set_deterministic(mode: bool) -> None:
         torch.use_deterministic_algorithms(mode, warn_only=True)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
+def run(cfg: DictConfig, run_dir: Path, sweep_dir: str | None = None) -> dict:
     """Train one config in `run_dir`, resuming from its checkpoints if any. Returns its summary.json."""
-    return train([cfg], [run_dir])[0]
+    return train([cfg], [run_dir], sweep_dir)[0]
 
 
-def train(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
-    """Train runs of one shape together; each gets its outputs in its run dir. Returns their summaries.
+def machine_of(name: str) -> Machine:
+    """train.device resolved on this machine (grokpipe.run.device), with the CPU's flags."""
+    return Machine(pick_device(name).type, frozenset(cpu_info()[1]))
+
+
+def train(cfgs: list[DictConfig], run_dirs: list[Path], sweep_dir: str | None = None) -> list[dict]:
+    """Train runs of one shape together; each gets its outputs in its run dir. Returns their summaries. Each config
+    is checked and resolved once here, on this machine (`prepare`; read-only afterwards); `sweep_dir`: the sweep the
+    runs are cells of (their W&B group).
 
     A run whose checkpoint says it finished is not trained again (its summary.json is returned)."""
     if len(cfgs) != len(run_dirs):
         raise ValueError(f"{len(cfgs)} configs but {len(run_dirs)} run dirs")
+    runs = [prepare(cfg, machine_of, sweep_dir) for cfg in cfgs]
     check_packable(cfgs)
     keep_freed_memory()
     tc = cfgs[0].train
@@ -105,9 +88,6 @@ def train(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
     apply_determinism(tc, device)
     tasks = [build_task(cfg.task) for cfg in cfgs]
     check_memory(cfgs, device, tasks[0])
-    for cfg in cfgs:  # auto resolved once, before the record: a resume that would resolve it otherwise is refused
-        with open_dict(cfg):
-            cfg.train.precision = choose_precision(cfg, device)
     results: list[dict | None] = [None] * len(cfgs)
     records, models, splits, ckpts, index = [], [], [], [], []
     for n, (cfg, run_dir, task) in enumerate(zip(cfgs, run_dirs, tasks)):
@@ -125,7 +105,7 @@ def train(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict]:
     if not records:
         return results
     start = _align(records, ckpts, device)
-    vmap = len(records) > 1 or choose_engine(cfgs[0]) == "packed"
+    vmap = len(records) > 1 or runs[0].engine == "packed"
     loop = Loop(records, models, splits, ckpts, start, device, vmap)
     for n, summary in zip(index, loop.run()):
         results[n] = summary

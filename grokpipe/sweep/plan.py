@@ -207,9 +207,10 @@ class Plan:
 
     def config_of(self, cell: Cell):
         """The cell's composed config (its class's, with its own seed): a copy, for the few that need one."""
-        from omegaconf import open_dict
+        from omegaconf import OmegaConf, open_dict
 
         cfg = self.configs[cell.cls].copy()
+        OmegaConf.set_readonly(cfg, False)  # the class's config is read-only once checked; this copy is the cell's
         if cell.seed is not None:
             with open_dict(cfg):
                 cfg.train.seed = cell.seed

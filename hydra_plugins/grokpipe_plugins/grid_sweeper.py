@@ -122,7 +122,7 @@ class GridSweeper(BasicSweeper):
         with open_dict(cfg):
             cfg.hydra.job.num = num
         try:
-            prepare(cfg)
+            prepare(cfg, sweep_dir=str(self.config.hydra.sweep.dir))
         except ConfigError as exc:
             fail(f"{label}: {exc}; {after}")
         return cfg

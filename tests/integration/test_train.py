@@ -145,16 +145,17 @@ def test_small_run_groks(shared_dir):
     assert [r["val_acc"] for r in rows if r["epoch"] == s["grok_epoch"] - 10][0] < 0.95
 
 
-def test_auto_engine_is_the_loop_on_cpu_and_a_pack_of_one_on_cuda(monkeypatch):
-    from grokpipe.run import train
-    from grokpipe.run.train import choose_engine
+def test_auto_engine_is_the_loop_on_cpu_and_a_pack_of_one_on_cuda():
+    from grokpipe.config.validate import Machine, choose_engine, prepare
 
-    assert choose_engine(compose_cfg(SHORT)) == "loop"
-    assert choose_engine(compose_cfg([*SHORT, "train.engine=packed"])) == "packed"
-    monkeypatch.setattr(train, "pick_device", lambda name: torch.device("cuda"))
-    assert choose_engine(compose_cfg(SHORT)) == "packed"
-    assert choose_engine(compose_cfg([*SHORT, "optim=sgd"])) == "packed"
-    assert choose_engine(compose_cfg([*SHORT, "train.engine=loop"])) == "loop"
+    cpu, cuda = Machine("cpu"), Machine("cuda")
+    assert choose_engine(compose_cfg(SHORT), cpu) == "loop"
+    assert choose_engine(compose_cfg([*SHORT, "train.engine=packed"]), cpu) == "packed"
+    assert choose_engine(compose_cfg(SHORT), cuda) == "packed"
+    assert choose_engine(compose_cfg([*SHORT, "optim=sgd"]), cuda) == "packed"
+    assert choose_engine(compose_cfg([*SHORT, "train.engine=loop"]), cuda) == "loop"
+    assert prepare(compose_cfg(SHORT)).engine == "auto"  # no machine: nothing resolved that depends on one
+    assert prepare(compose_cfg(SHORT), cpu).engine == "loop"
 
 
 @pytest.mark.parametrize("extra", [[], ["optim=sgd", "train.batch_size=64"]])
@@ -199,6 +200,7 @@ def test_precision_auto_is_bf16_only_on_bf16_cpus_from_width_32_and_a_resume_els
     tmp_path, monkeypatch
 ):
     import grokpipe.run.train as train_module
+    from grokpipe.config.validate import Machine, choose_precision
     from grokpipe.core.errors import ConfigError
 
     def on(flags):
@@ -208,14 +210,14 @@ def test_precision_auto_is_bf16_only_on_bf16_cpus_from_width_32_and_a_resume_els
         return compose_cfg([*SHORT, f"model.d_model={d_model}", "train.precision=auto", f"train.max_epochs={epochs}"])
 
     on(("avx2", "avx512f", "avx512_bf16"))
-    assert train_module.choose_precision(cfg(32), torch.device("cpu")) == "bf16"
-    assert train_module.choose_precision(cfg(16), torch.device("cpu")) == "fp32"  # narrower: casts cost more
-    assert train_module.choose_precision(cfg(32), torch.device("cuda")) == "fp32"
+    assert choose_precision(cfg(32), train_module.machine_of("cpu")) == "bf16"
+    assert choose_precision(cfg(16), train_module.machine_of("cpu")) == "fp32"  # narrower: casts cost more
+    assert choose_precision(cfg(32), Machine("cuda", frozenset({"avx512_bf16"}))) == "fp32"
     summary = run(cfg(32), tmp_path / "r")
     assert summary["precision"] == "bf16"
     assert json.loads((tmp_path / "r" / "provenance.json").read_text())["precision"] == "bf16"
     on(("avx2", "amx_bf16"))
-    assert train_module.choose_precision(cfg(64), torch.device("cpu")) == "bf16"
+    assert choose_precision(cfg(64), train_module.machine_of("cpu")) == "bf16"
     on(("avx2", "avx512f"))  # the same run dir on a CPU without bf16 units: auto is fp32 here, not resumed in it
     with pytest.raises(ConfigError, match="precision"):
         run(cfg(32, epochs=40), tmp_path / "r")

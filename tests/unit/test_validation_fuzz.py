@@ -881,7 +881,7 @@ def attempt(args: list[str], run_dir: Path) -> tuple[int, list[str], dict | None
                 if cfg.train.get(key) is not None and DOMAIN[f"train.{key}"](cfg.train[key]):
                     with open_dict(cfg):
                         cfg.train[key] = min(cfg.train[key], MAX_EPOCHS)
-            run_one(cfg, run_dir, in_sweep=False)
+            run_one(cfg, run_dir, sweep_dir=None)
             code = 0
         except SystemExit as exc:
             code = exc.code
