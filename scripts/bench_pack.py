@@ -2,7 +2,7 @@
 
     python scripts/bench_pack.py                                   # d_model 8 16 32, members 8 32 64
     python scripts/bench_pack.py --d-model 8 --members 8 64 --epochs 20 --repeats 5
-    python scripts/bench_pack.py --engine vmap                     # the pack through torch.vmap instead
+    python scripts/bench_pack.py --engine batched vmap             # also the pack through torch.vmap
     python scripts/bench_pack.py --profile --members 1 8 32 64     # torch.profiler tables of step and evaluation
     python scripts/bench_pack.py --quick                           # seconds: tiny sizes, one round
 
@@ -100,37 +100,34 @@ def train_for(loop, epochs: int) -> float:
     return time.perf_counter() - t
 
 
-def compare(widths, counts, epochs: int, repeats: int, engine: str) -> list[dict]:
+def compare(widths, counts, epochs: int, repeats: int, engines: list[str]) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for d in widths:
-            loops = {1: build_loop(d, 1, "single", Path(tmp))}
-            loops.update({m: build_loop(d, m, engine, Path(tmp)) for m in counts})
+            loops = {("single", 1): build_loop(d, 1, "single", Path(tmp))}
+            loops.update({(e, m): build_loop(d, m, e, Path(tmp)) for e in engines for m in counts})
             for loop in loops.values():  # warm-up: first-call costs out of the timings
                 train_for(loop, loop.tc.eval_every)
-            seconds = {m: [] for m in loops}
+            seconds = {k: [] for k in loops}
             for _ in range(repeats):
-                for m, loop in loops.items():
-                    seconds[m].append(train_for(loop, epochs))
-            single = statistics.median(seconds[1]) / epochs * 1e3
-            for m in counts:
-                per_member = statistics.median(seconds[m]) / epochs / m * 1e3
-                rows.append(
-                    {
-                        "d_model": d,
-                        "members": m,
-                        "single_ms": single,
-                        "pack_ms": per_member,
-                        "ratio": single / per_member,
-                        "rounds": seconds[m],
-                        "single_rounds": seconds[1],
-                    }
-                )
+                for k, loop in loops.items():
+                    seconds[k].append(train_for(loop, epochs))
+            single = statistics.median(seconds["single", 1]) / epochs * 1e3
+            for e, m in loops:
+                if e == "single":
+                    continue
+                per_member = statistics.median(seconds[e, m]) / epochs / m * 1e3
+                measures = ",".join(x.name for x in loops[e, m].measures)
+                row = {"d_model": d, "engine": e, "members": m, "single_ms": single, "pack_ms": per_member}
+                row.update(ratio=single / per_member, rounds=seconds[e, m], single_rounds=seconds["single", 1])
+                rows.append(row)
                 print(
-                    f"d_model {d:3d}  members {m:3d}  single {single:7.2f} ms/epoch  pack {per_member:7.3f} "
-                    f"ms/member-epoch  ratio {single / per_member:6.2f}x",
+                    f"d_model {d:3d}  {e:7s} members {m:3d}  single {single:7.2f} ms/epoch  pack {per_member:7.3f} "
+                    f"ms/member-epoch  ratio {single / per_member:5.2f}x  ({len(loops[e, m].measures)} measures)",
                     flush=True,
                 )
+                if len(loops[e, m].measures) != len(loops["single", 1].measures):
+                    print(f"  (the pack computes {measures})", flush=True)
     return rows
 
 
@@ -147,7 +144,8 @@ def profile(widths, counts, engine: str, epochs: int) -> None:
                 loop = build_loop(d, m, engine if m > 1 else "single", Path(tmp))
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    train_for(loop, loop.tc.eval_every)
+                    loop.epoch()  # one step and one evaluation: first-call costs, and any vmap fallback warns
+                    loop.evaluate(1)
                 fallbacks = sorted({str(w.message).split(".")[0] for w in caught if "fallback" in str(w.message)})
                 for what, fn in (("step", loop.epoch), ("evaluation", lambda lp=loop: lp.evaluate(1))):
                     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -190,7 +188,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20, help="epochs per timing (a multiple of eval_every, 10)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
-    ap.add_argument("--engine", choices=["batched", "vmap"], default="batched", help="how the pack is computed")
+    ap.add_argument(
+        "--engine", choices=["batched", "vmap"], nargs="+", default=["batched"], help="how the pack is computed"
+    )
     ap.add_argument("--profile", action="store_true", help="profiler tables instead of the comparison")
     ap.add_argument("--quick", action="store_true", help="d_model 8, members 4, 10 epochs, one round")
     args = ap.parse_args()
@@ -198,9 +198,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.quick:
         args.d_model, args.members, args.epochs, args.repeats = [8], [4], 10, 1
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), engine {args.engine}", flush=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), engines {args.engine}", flush=True)
     if args.profile:
-        profile(args.d_model, args.members, args.engine, args.epochs)
+        for engine in args.engine:
+            profile(args.d_model, args.members, engine, args.epochs)
     else:
         compare(args.d_model, args.members, args.epochs, args.repeats, args.engine)
 

@@ -140,8 +140,10 @@ class GrokTransformer(nn.Module):
         h = self._first_members(params, x[..., : self.n_in])
         for i in range(1, len(self.blocks.layers)):
             h = self._layer_members(params, i, h)
-        feats = members.layer_norm(h, params["norm.weight"], params["norm.bias"], self.norm.eps).mean(dim=2)
-        return members.linear(feats, params["head.weight"], params["head.bias"])
+        # the head of the mean of the final norm: the norm's affine commutes with the mean, so it folds into the head
+        pooled = F.layer_norm(h, h.shape[-1:], eps=self.norm.eps).mean(dim=2)
+        head = members.fold(params["norm.weight"], params["norm.bias"], params["head.weight"], params["head.bias"])
+        return members.linear(pooled, *head)
 
     def _first_members(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         m, n, t = x.shape
@@ -153,8 +155,11 @@ class GrokTransformer(nn.Module):
         rows = x + torch.arange(0, t * vocab, vocab, device=x.device)
         first = "blocks.layers.0."
         norm = self.blocks.layers[0].norm1
-        qkv = members.linear(
-            members.layer_norm(table, params[first + "norm1.weight"], params[first + "norm1.bias"], norm.eps),
+        qkv = members.norm_linear(
+            table,
+            params[first + "norm1.weight"],
+            params[first + "norm1.bias"],
+            norm.eps,
             params[first + "self_attn.in_proj_weight"],
             params[first + "self_attn.in_proj_bias"],
         )
@@ -166,11 +171,13 @@ class GrokTransformer(nn.Module):
         """Layer i of every member: x [M, N, T, d]; qkv, when given, its attention's input projection of norm1(x)."""
         layer, p = self.blocks.layers[i], f"blocks.layers.{i}."
         if qkv is None:
-            normed = members.layer_norm(x, params[p + "norm1.weight"], params[p + "norm1.bias"], layer.norm1.eps)
-            qkv = members.linear(normed, params[p + "self_attn.in_proj_weight"], params[p + "self_attn.in_proj_bias"])
+            norm_w, norm_b = params[p + "norm1.weight"], params[p + "norm1.bias"]
+            w, b = params[p + "self_attn.in_proj_weight"], params[p + "self_attn.in_proj_bias"]
+            qkv = members.norm_linear(x, norm_w, norm_b, layer.norm1.eps, w, b)
         m, n, t, d = x.shape
         mixed = heads(qkv.reshape(m * n, t, 3 * d), layer.self_attn.n_heads).view(m, n, t, d)
         x = x + members.linear(mixed, params[p + "self_attn.out_proj.weight"], params[p + "self_attn.out_proj.bias"])
-        normed = members.layer_norm(x, params[p + "norm2.weight"], params[p + "norm2.bias"], layer.norm2.eps)
-        hidden = F.gelu(members.linear(normed, params[p + "linear1.weight"], params[p + "linear1.bias"]))
+        norm_w, norm_b = params[p + "norm2.weight"], params[p + "norm2.bias"]
+        w, b = params[p + "linear1.weight"], params[p + "linear1.bias"]
+        hidden = F.gelu(members.norm_linear(x, norm_w, norm_b, layer.norm2.eps, w, b))
         return x + members.linear(hidden, params[p + "linear2.weight"], params[p + "linear2.bias"])
