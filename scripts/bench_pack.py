@@ -1,9 +1,11 @@
 """A pack against single runs on the CPU: per member-epoch, side by side in one process, and where a pack's time goes.
 
-    python scripts/bench_pack.py                                   # d_model 8 16 32, members 8 32 64
+    python scripts/bench_pack.py                                   # d_model 8 16 32, members 8 32
     python scripts/bench_pack.py --d-model 8 --members 8 64 --epochs 20 --repeats 5
     python scripts/bench_pack.py --engine batched vmap             # also the pack through torch.vmap
     python scripts/bench_pack.py --profile --members 1 8 32 64     # torch.profiler tables of step and evaluation
+    python scripts/bench_pack.py --pack-threads 2                  # packs on two threads, the single run on one
+    python scripts/bench_pack.py --floor --repeats 5               # how much of a single run a pack could share
     python scripts/bench_pack.py --quick                           # seconds: tiny sizes, one round
 
 What is timed is the loop's work and nothing else: `Loop.epoch()` (forward, loss, backward, optimiser update) every
@@ -100,18 +102,23 @@ def train_for(loop, epochs: int) -> float:
     return time.perf_counter() - t
 
 
-def compare(widths, counts, epochs: int, repeats: int, engines: list[str]) -> list[dict]:
+def compare(
+    widths, counts, epochs: int, repeats: int, engines: list[str], pack_threads: int | None = None, p: int = 97
+) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for d in widths:
-            loops = {("single", 1): build_loop(d, 1, "single", Path(tmp))}
-            loops.update({(e, m): build_loop(d, m, e, Path(tmp)) for e in engines for m in counts})
+            loops = {("single", 1): build_loop(d, 1, "single", Path(tmp), p)}
+            loops.update({(e, m): build_loop(d, m, e, Path(tmp), p) for e in engines for m in counts})
             for loop in loops.values():  # warm-up: first-call costs out of the timings
                 train_for(loop, loop.tc.eval_every)
             seconds = {k: [] for k in loops}
+            threads = torch.get_num_threads()
             for _ in range(repeats):
                 for k, loop in loops.items():
+                    torch.set_num_threads(threads if k[0] == "single" or pack_threads is None else pack_threads)
                     seconds[k].append(train_for(loop, epochs))
+            torch.set_num_threads(threads)
             single = statistics.median(seconds["single", 1]) / epochs * 1e3
             for e, m in loops:
                 if e == "single":
@@ -181,29 +188,68 @@ def measure_costs(loop, repeats: int) -> None:
     print(f"measures, ms per evaluation (per member): {', '.join(parts)}")
 
 
+def floor(widths, repeats: int, p: int = 97) -> None:
+    """A single run's step and evaluation on all its samples and on the first 1/64 of them (the same ops and
+    launches, 1/64 of the data): the fixed cost per epoch a pack could share, and the most a pack can gain."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in widths:
+            loop = build_loop(d, 1, "single", Path(tmp), p)
+            full_x, full_y = dict(loop.x), dict(loop.y)
+            ms: dict[tuple, list] = {}
+            for _ in range(repeats):
+                for frac in (1.0, 1 / 64):
+                    for s in full_x:
+                        n = max(1, int(full_x[s].shape[1] * frac))
+                        loop.x[s], loop.y[s] = full_x[s][:, :n], full_y[s][:, :n]
+                    loop.epoch()
+                    t = time.perf_counter()
+                    for _ in range(5):
+                        loop.epoch()
+                    ms.setdefault(("step", frac), []).append((time.perf_counter() - t) / 5 * 1e3)
+                    t = time.perf_counter()
+                    loop.evaluate(1)
+                    ms.setdefault(("eval", frac), []).append((time.perf_counter() - t) * 1e3)
+            med = {k: statistics.median(v) for k, v in ms.items()}
+            every = loop.tc.eval_every
+            whole = med["step", 1.0] + med["eval", 1.0] / every
+            fixed = med["step", 1 / 64] + med["eval", 1 / 64] / every
+            print(
+                f"d_model {d:3d}  step {med['step', 1.0]:.1f} ms (1/64: {med['step', 1 / 64]:.1f})  evaluation "
+                f"{med['eval', 1.0]:.1f} ms (1/64: {med['eval', 1 / 64]:.1f})  fixed share {fixed / whole:.0%}  "
+                f"most a pack can gain {whole / (whole - fixed):.2f}x",
+                flush=True,
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--d-model", type=int, nargs="+", default=[8, 16, 32])
-    ap.add_argument("--members", type=int, nargs="+", default=[8, 32, 64])
+    ap.add_argument("--members", type=int, nargs="+", default=[8, 32])
     ap.add_argument("--epochs", type=int, default=20, help="epochs per timing (a multiple of eval_every, 10)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
     ap.add_argument(
         "--engine", choices=["batched", "vmap"], nargs="+", default=["batched"], help="how the pack is computed"
     )
+    ap.add_argument("--pack-threads", type=int, help="torch threads for the packs (the single run keeps --threads)")
+    ap.add_argument("--floor", action="store_true", help="a single run on all and 1/64 of its samples")
     ap.add_argument("--profile", action="store_true", help="profiler tables instead of the comparison")
-    ap.add_argument("--quick", action="store_true", help="d_model 8, members 4, 10 epochs, one round")
+    ap.add_argument("--p", type=int, default=97, help="the modulus (seed 003: 97)")
+    ap.add_argument("--quick", action="store_true", help="p=23, d_model 8, members 4, 10 epochs, one round")
     args = ap.parse_args()
     keep_freed_memory()
     torch.set_num_threads(args.threads)
     if args.quick:
         args.d_model, args.members, args.epochs, args.repeats = [8], [4], 10, 1
+        args.p = 23
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), engines {args.engine}", flush=True)
-    if args.profile:
+    if args.floor:
+        floor(args.d_model, args.repeats, args.p)
+    elif args.profile:
         for engine in args.engine:
             profile(args.d_model, args.members, engine, args.epochs)
     else:
-        compare(args.d_model, args.members, args.epochs, args.repeats, args.engine)
+        compare(args.d_model, args.members, args.epochs, args.repeats, args.engine, args.pack_threads, args.p)
 
 
 if __name__ == "__main__":
