@@ -59,3 +59,30 @@ def group_by_shape(cfgs: list[DictConfig], max_members: int | None = None) -> li
         groups.setdefault(json.dumps(shape_key(cfg), sort_keys=True, default=str), []).append(i)
     size = max_members or len(cfgs) or 1
     return [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]
+
+
+# CPU packs against single runs, per member-epoch (step + evaluation every 10 epochs, default measures, p=97, full
+# batch, fp32, one torch thread each; scripts/bench_pack.py, docs/benchmarks.md "Where a pack's time goes"):
+# model -> {d_model: (best member count, pack speed over a single run's)}. A model or width not here is unmeasured.
+CPU_PACK_MEASURED: dict[str, dict[int, tuple[int, float]]] = {
+    "transformer": {8: (8, 0.88), 16: (8, 0.83), 32: (32, 0.85)},
+}
+# a CPU pack is chosen only where it trained at least this much faster per member (below it, two one-thread
+# processes side by side, what the local launcher runs on two cores, give more)
+CPU_PACK_MIN_GAIN = 1.1
+
+
+def cpu_pack_max_width(model: str) -> int:
+    """The widest measured d_model at which a CPU pack of `model` pays (CPU_PACK_MIN_GAIN); 0 where none does."""
+    paying = [d for d, (_, gain) in CPU_PACK_MEASURED.get(model, {}).items() if gain >= CPU_PACK_MIN_GAIN]
+    return max(paying, default=0)
+
+
+def cpu_pack_members(model: str, d_model: int | None) -> int:
+    """Members per pack for CPU cells of `model` (its config's `name`) at `d_model`: the measured best count where a
+    pack pays at this width or a wider one, else 1 (one job per cell). Unmeasured models and widths get 1."""
+    measured = CPU_PACK_MEASURED.get(model, {})
+    if d_model is None or d_model > cpu_pack_max_width(model):
+        return 1
+    at = min((d for d in measured if d >= d_model), default=None)
+    return measured[at][0] if at is not None else 1

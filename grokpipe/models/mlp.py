@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from grokpipe.models import MLP_SCHEMA, operands
+from grokpipe.models import MLP_SCHEMA, members, operands
 from grokpipe.tasks import TaskSpec
 
 
@@ -26,3 +26,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def forward_members(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """`forward` of M members on their own inputs x [M, N, seq_len], with params[name] [M, *shape]."""
+        h = members.gather(params["tok.weight"], x[..., : self.n_in]).flatten(2)
+        h = torch.relu(members.linear(h, params["body.0.weight"], params["body.0.bias"]))
+        h = torch.relu(members.linear(h, params["body.2.weight"], params["body.2.bias"]))
+        return members.linear(h, params["head.weight"], params["head.bias"])

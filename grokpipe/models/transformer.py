@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grokpipe.models import ATTENTION_SCHEMA, operands
+from grokpipe.models import ATTENTION_SCHEMA, members, operands
 from grokpipe.tasks import TaskSpec
 
 
@@ -42,18 +42,23 @@ class SelfAttention(nn.Module):
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         """The heads' output, projected: qkv [N, T, 3 d_model] -> [N, T, d_model]."""
-        n, t, _ = qkv.shape
-        h, dh = self.n_heads, self.d_head
-        scale = 1.0 / math.sqrt(dh)
-        if t == 2:
-            q, k, v = qkv.view(n, 2, 3, h, dh).unbind(2)  # each [N, 2, H, dh]
-            diff = (q * (k[:, 1] - k[:, 0]).unsqueeze(1)).sum(-1, keepdim=True)  # s_i1 - s_i0 / scale: [N, 2, H, 1]
-            mixed = torch.addcmul(v[:, :1], torch.sigmoid(diff * scale), (v[:, 1] - v[:, 0]).unsqueeze(1))
-        else:
-            q, k, v = qkv.view(n, t, 3, h, dh).permute(2, 0, 3, 1, 4)  # each [N, H, T, dh]
-            weights = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)
-            mixed = (weights @ v).transpose(1, 2)
-        return self.out_proj(mixed.reshape(n, t, h * dh))
+        return self.out_proj(heads(qkv, self.n_heads))
+
+
+def heads(qkv: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The attention heads' outputs, concatenated: qkv [N, T, 3 d_model] -> [N, T, d_model]."""
+    n, t, three_d = qkv.shape
+    h, dh = n_heads, three_d // 3 // n_heads
+    scale = 1.0 / math.sqrt(dh)
+    if t == 2:
+        q, k, v = qkv.view(n, 2, 3, h, dh).unbind(2)  # each [N, 2, H, dh]
+        diff = (q * (k[:, 1] - k[:, 0]).unsqueeze(1)).sum(-1, keepdim=True)  # s_i1 - s_i0 / scale: [N, 2, H, 1]
+        mixed = torch.addcmul(v[:, :1], torch.sigmoid(diff * scale), (v[:, 1] - v[:, 0]).unsqueeze(1))
+    else:
+        q, k, v = qkv.view(n, t, 3, h, dh).permute(2, 0, 3, 1, 4)  # each [N, H, T, dh]
+        weights = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)
+        mixed = (weights @ v).transpose(1, 2)
+    return mixed.reshape(n, t, h * dh)
 
 
 class EncoderLayer(nn.Module):
@@ -127,3 +132,52 @@ class GrokTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    # ---------------------------------------------------------------- every member of a pack at once
+    def forward_members(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """`forward` of M members on their own inputs x [M, N, seq_len], each with its parameters
+        params[name] [M, *shape]: [M, N, n_outputs]. Reads only the module's sizes, not its parameters."""
+        h = self._first_members(params, x[..., : self.n_in])
+        for i in range(1, len(self.blocks.layers)):
+            h = self._layer_members(params, i, h)
+        # the head of the mean of the final norm: the norm's affine commutes with the mean, so it folds into the head
+        pooled = F.layer_norm(h, h.shape[-1:], eps=self.norm.eps).mean(dim=2)
+        head = members.fold(params["norm.weight"], params["norm.bias"], params["head.weight"], params["head.bias"])
+        return members.linear(pooled, *head)
+
+    def _first_members(self, params: dict, x: torch.Tensor) -> torch.Tensor:
+        m, n, t = x.shape
+        tok, pos = params["tok.weight"], params["pos.weight"]  # [M, V, d], [M, T, d]
+        vocab = tok.shape[1]
+        if n <= vocab:
+            return self._layer_members(params, 0, members.gather(tok, x) + pos.unsqueeze(1))
+        table = tok.unsqueeze(1) + pos.unsqueeze(2)  # [M, T, V, d]: every (position, token)
+        rows = x + torch.arange(0, t * vocab, vocab, device=x.device)
+        first = "blocks.layers.0."
+        norm = self.blocks.layers[0].norm1
+        qkv = members.norm_linear(
+            table,
+            params[first + "norm1.weight"],
+            params[first + "norm1.bias"],
+            norm.eps,
+            params[first + "self_attn.in_proj_weight"],
+            params[first + "self_attn.in_proj_bias"],
+        )
+        return self._layer_members(
+            params, 0, members.gather(table.flatten(1, 2), rows), members.gather(qkv.flatten(1, 2), rows)
+        )
+
+    def _layer_members(self, params: dict, i: int, x: torch.Tensor, qkv: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer i of every member: x [M, N, T, d]; qkv, when given, its attention's input projection of norm1(x)."""
+        layer, p = self.blocks.layers[i], f"blocks.layers.{i}."
+        if qkv is None:
+            norm_w, norm_b = params[p + "norm1.weight"], params[p + "norm1.bias"]
+            w, b = params[p + "self_attn.in_proj_weight"], params[p + "self_attn.in_proj_bias"]
+            qkv = members.norm_linear(x, norm_w, norm_b, layer.norm1.eps, w, b)
+        m, n, t, d = x.shape
+        mixed = heads(qkv.reshape(m * n, t, 3 * d), layer.self_attn.n_heads).view(m, n, t, d)
+        x = x + members.linear(mixed, params[p + "self_attn.out_proj.weight"], params[p + "self_attn.out_proj.bias"])
+        norm_w, norm_b = params[p + "norm2.weight"], params[p + "norm2.bias"]
+        w, b = params[p + "linear1.weight"], params[p + "linear1.bias"]
+        hidden = F.gelu(members.norm_linear(x, norm_w, norm_b, layer.norm2.eps, w, b))
+        return x + members.linear(hidden, params[p + "linear2.weight"], params[p + "linear2.bias"])

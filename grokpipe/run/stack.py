@@ -3,8 +3,11 @@
 `ModuleStack` holds one member as an ordinary module whose parameters are views into the [1, P] row (and whose
 gradients accumulate into a [1, P] buffer): a single run on the CPU, at the module's own speed. `VmapStack` holds
 M members as one functional model, `torch.vmap` over `torch.func.functional_call`: a pack, or a single run on CUDA,
-where the step can be captured in a CUDA graph (`GraphedStep`). Both give the optimiser the same `flat` and
-`grad`, and both export and import a member as the module's plain state_dict, so a checkpoint is the same either way.
+where the step can be captured in a CUDA graph (`GraphedStep`). On the CPU a pack of a model that has
+`forward_members(params, x)` (the built-in transformer and MLP) is computed by it instead of vmap: the same
+function, hand-batched over the member axis (one batched matmul per linear map, one call per element-wise op for
+the whole pack). Both give the optimiser the same `flat` and `grad`, and both export and import a member as the
+module's plain state_dict, so a checkpoint is the same either way.
 """
 
 from __future__ import annotations
@@ -79,8 +82,12 @@ class ModuleStack:
                 p.copy_(state[name])
 
 
+# a CPU pack computes a model's `forward_members` (hand-batched over the members) rather than vmap, when it has one
+BATCHED_ON_CPU = True
+
+
 class VmapStack:
-    def __init__(self, models: list[nn.Module]) -> None:
+    def __init__(self, models: list[nn.Module], batched: bool = False) -> None:
         ref = models[0]
         self.m = len(models)
         self.layout = layout_of(ref)
@@ -92,6 +99,7 @@ class VmapStack:
         _, self.buffers = stack_module_state(models)
         rows = [torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in models]
         self.flat = torch.stack(rows).requires_grad_(True)
+        self.batched = batched and hasattr(ref, "forward_members") and not self.buffers
 
     @property
     def grad(self) -> torch.Tensor:
@@ -109,6 +117,8 @@ class VmapStack:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs [M, N, ...] of every member on its own inputs x [M, N, seq_len]."""
+        if self.batched:
+            return self.base.forward_members(self.params(self.flat), x)
         # the math attention kernel: it batches under vmap (the CPU flash kernel has no batching rule), and at a
         # few tokens the fused kernels save nothing
         with sdpa_kernel(SDPBackend.MATH):
@@ -132,7 +142,8 @@ class VmapStack:
 def make_stack(models: list[nn.Module], vmap: bool) -> ModuleStack | VmapStack:
     if len(models) == 1 and not vmap:
         return ModuleStack(models[0])
-    return VmapStack(models)
+    cpu = all(p.device.type == "cpu" for p in models[0].parameters())
+    return VmapStack(models, batched=BATCHED_ON_CPU and cpu)
 
 
 class GraphedStep:

@@ -120,3 +120,16 @@ def test_the_speed_check_passes_and_its_floor_can_fail(tmp_path):
     failing = subprocess.run([*args, "--repeats", "1", "--check", "100"], cwd=tmp_path, capture_output=True,
                              text=True, timeout=600)  # fmt: skip
     assert failing.returncode == 1 and failing.stderr.strip().startswith("error: run() is ")
+
+
+def test_bench_pack_quick_prints_a_ratio():
+    """scripts/bench_pack.py --quick: a pack of 4 against a single run, both engines, one line each with its ratio."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_pack.py"), "--quick", "--engine", "batched", "vmap"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("d_model")]
+    assert len(lines) == 2 and all("members   4" in line and "x  (" in line for line in lines)

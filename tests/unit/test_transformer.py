@@ -67,3 +67,30 @@ def test_same_weights_outputs_and_gradients_as_torchs_encoder(vocab, seq_len, n,
     grads = dict(theirs.named_parameters())
     for name, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-9, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("model", ["transformer", "mlp"])
+@pytest.mark.parametrize("vocab, seq_len, n", [(11, 2, 40), (11, 2, 5), (7, 3, 30)])
+def test_the_hand_batched_pack_equals_vmap(model, vocab, seq_len, n):
+    """A CPU pack's forward_members: outputs and gradients of the flat [M, P] row equal vmap's to rounding (float64;
+    the LayerNorms' affine is folded into the next linear map); the packed integration tests hold members to their
+    single runs."""
+    from grokpipe.models.mlp import MLP
+    from grokpipe.run.stack import VmapStack
+
+    s = spec(vocab, seq_len)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        built = GrokTransformer(s, 12, n_layers=2, n_heads=3, ff_mult=4) if model == "transformer" else MLP(s, 12, 20)
+        models.append(built.double())
+    vmapped, batched = VmapStack(models, batched=False), VmapStack(models, batched=True)
+    assert batched.batched and not vmapped.batched
+    x = torch.randint(0, vocab, (3, n, seq_len), generator=torch.Generator().manual_seed(0))
+    out_v, out_b = vmapped.forward(x), batched.forward(x)
+    torch.testing.assert_close(out_b, out_v, atol=1e-10, rtol=0)
+    out_v.pow(2).sum().backward()
+    out_b.pow(2).sum().backward()
+    torch.testing.assert_close(batched.grad, vmapped.grad, atol=1e-10, rtol=0)
+    for i, m in enumerate(models):  # and each member is its module
+        torch.testing.assert_close(out_b[i], m(x[i]), atol=1e-10, rtol=0)
