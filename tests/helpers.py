@@ -191,7 +191,14 @@ def make_results(root: Path) -> Path:
         for cell in FAILING_CELLS:
             (root / "multirun" / "grok" / str(cell) / "metrics.csv").mkdir(parents=True)
         sweeps = [
-            ["-m", *TINY, *TINY_GRID, "hydra/launcher=local", f"hydra.sweep.dir={root}/multirun/tiny"],
+            [
+                "-m",
+                *TINY,
+                *TINY_GRID,
+                "hydra/launcher=local",
+                "hydra.sweeper.pack=true",
+                f"hydra.sweep.dir={root}/multirun/tiny",
+            ],
             ["-m", *GROK, *GROK_GRID, "hydra/launcher=local", f"hydra.sweep.dir={root}/multirun/grok"],
         ]
         with ThreadPoolExecutor(2) as pool:

@@ -3,11 +3,11 @@
 `ModuleStack` holds one member as an ordinary module whose parameters are views into the [1, P] row (and whose
 gradients accumulate into a [1, P] buffer): a single run on the CPU, at the module's own speed. `VmapStack` holds
 M members as one functional model, `torch.vmap` over `torch.func.functional_call`: a pack, or a single run on CUDA,
-where the step can be captured in a CUDA graph (`GraphedStep`). On the CPU a pack of a model that has
-`forward_members(params, x)` (the built-in transformer and MLP) is computed by it instead of vmap: the same
+where the step can be captured in a CUDA graph (`GraphedStep`). With `BATCHED_ON_CPU` a CPU pack of a model that
+has `forward_members(params, x)` (the built-in transformer and MLP) is computed by it instead of vmap: the same
 function, hand-batched over the member axis (one batched matmul per linear map, one call per element-wise op for
-the whole pack). Both give the optimiser the same `flat` and `grad`, and both export and import a member as the
-module's plain state_dict, so a checkpoint is the same either way.
+the whole pack); off by default (below). Both give the optimiser the same `flat` and `grad`, and both export and
+import a member as the module's plain state_dict, so a checkpoint is the same either way.
 """
 
 from __future__ import annotations
@@ -82,8 +82,12 @@ class ModuleStack:
                 p.copy_(state[name])
 
 
-# a CPU pack computes a model's `forward_members` (hand-batched over the members) rather than vmap, when it has one
-BATCHED_ON_CPU = True
+# Whether a CPU pack computes a model's `forward_members` (hand-batched over the members) rather than vmap. Off: it is
+# about 1.1x faster than vmap per member, still slower than single runs (docs/benchmarks.md, "Where a pack's time
+# goes"), and not bitwise the vmap pack (a 300-epoch pair made with vmap re-ran through it parts at epoch 290, within
+# the float64 parity but not exact), so packs made before would no longer re-run exactly. scripts/bench_pack.py
+# `--engine batched` measures it.
+BATCHED_ON_CPU = False
 
 
 class VmapStack:

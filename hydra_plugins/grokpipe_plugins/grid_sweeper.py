@@ -28,7 +28,6 @@ __all__ = ["GridSweeper", "expand_ellipsis"]
 log = logging.getLogger(__name__)
 ConfigStore.instance().store(group="hydra/sweeper", name="grokpipe_grid", node=GridSweeperConf, provider="grokpipe")
 SEED_MARK = 8_675_309_123_456_789  # where a class's run config takes each cell's seed
-PACK_CPU_MAX_WIDTH = 16  # pack=auto packs CPU cells up to this d_model (measured: docs/benchmarks.md)
 
 
 class GridSweeper(BasicSweeper):
@@ -45,9 +44,9 @@ class GridSweeper(BasicSweeper):
     def packs(self, cfgs: list) -> bool:
         """Whether these cells train packed: `pack` itself, or for auto where packing pays: on a GPU (the cells name
         train.device=cuda, or leave it at auto with a GPU in reach: SLURM's gpus_per_node for a SLURM cell, else this
-        machine's), and on a CPU when every cell is of the narrowest models (d_model <= PACK_CPU_MAX_WIDTH: there a
-        pack of 8 trained 1.57x (d_model 8) and 1.17x (16) faster per member than single runs; at 32 it was 0.98x,
-        so a grid that mixes in wider models is not packed; docs/benchmarks.md). `cfgs`: the composed cells."""
+        machine's), and on a CPU only where the measured rule says a pack trains faster per member than single runs
+        side by side (grokpipe.config.packing.cpu_pack_members; as measured, no width: docs/benchmarks.md, "Where a
+        pack's time goes"). `cfgs`: the composed cells (one per class)."""
         if self.pack != "auto":
             return bool(self.pack)
         device, launcher = cfgs[0].train.device, cfgs[0].hydra.launcher
@@ -59,10 +58,19 @@ class GridSweeper(BasicSweeper):
             import torch  # only when deciding: the plugin scan must not import torch
 
             gpu = torch.cuda.is_available()
-        widths = [c.model.get("d_model") or PACK_CPU_MAX_WIDTH + 1 for c in cfgs]
-        packed = gpu or (device != "mps" and max(widths) <= PACK_CPU_MAX_WIDTH)
-        why = "GPU cells" if gpu else f"CPU cells of d_model up to {max(widths)}"
-        log.info(f"hydra.sweeper.pack=auto: {'packed' if packed else 'one job per cell'} ({why})")
+        if gpu:
+            log.info("hydra.sweeper.pack=auto: packed (GPU cells)")
+            return True
+        from grokpipe.config.packing import cpu_pack_members
+
+        members = [cpu_pack_members(c.model.name, c.model.get("d_model")) for c in cfgs]
+        packed = device != "mps" and min(members) > 1
+        if packed and self.max_members is None:
+            self.max_members = min(members)
+        widths = sorted({c.model.get("d_model") for c in cfgs if c.model.get("d_model") is not None})
+        why = f"CPU cells, d_model {widths[0]}..{widths[-1]}" if widths else "CPU cells"
+        verdict = f"packed, {min(members)} a pack" if packed else "one job per cell: a CPU pack does not pay here"
+        log.info(f"hydra.sweeper.pack=auto: {verdict} ({why}; docs/benchmarks.md)")
         return packed
 
     def sweep(self, arguments: list[str]):

@@ -37,7 +37,7 @@ from grokpipe.core.outputs import read_metrics
 
 pytestmark = pytest.mark.slurm
 TINY = ["model=mlp", "task.p=23", "train.max_epochs=60", "logger=none", "train.print_every=0", "train.plot=false"]
-ONE_JOB_PER_CELL = ["hydra.sweeper.pack=false"]  # grids of d_model <= 16 would be packed by default (pack=auto)
+ONE_JOB_PER_CELL = ["hydra.sweeper.pack=false"]  # one job per cell whatever pack=auto decides
 
 
 def test_grid_goes_to_slurm_as_one_array_job(tmp_path):

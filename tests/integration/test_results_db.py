@@ -61,7 +61,7 @@ def db(root, tmp_path_factory) -> Path:
 def test_one_runs_row_per_run_dir_and_one_metrics_row_per_csv_row(root, db):
     dirs = cell_dirs(root)
     assert len(dirs) == 12
-    # the tiny sweep (d_model 8 and 16) trained as packs (pack=auto): their job dirs packs/<k> are not runs
+    # the tiny sweep (d_model 8 and 16) trained as packs (pack=true): their job dirs packs/<k> are not runs
     assert (root / "multirun" / "tiny" / "packs.json").is_file() and (root / "multirun" / "tiny" / "packs").is_dir()
     assert sorted(r[0] for r in rows(db, "runs")) == sorted(d.relative_to(root).as_posix() for d in dirs)
     for d in dirs:
