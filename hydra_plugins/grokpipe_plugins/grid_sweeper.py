@@ -68,7 +68,8 @@ class GridSweeper(BasicSweeper):
         if packed and self.max_members is None:
             self.max_members = min(members)
         widths = sorted({c.model.get("d_model") for c in cfgs if c.model.get("d_model") is not None})
-        why = f"CPU cells, d_model {widths[0]}..{widths[-1]}" if widths else "CPU cells"
+        span = "" if not widths else f", d_model {widths[0]}" + (f" to {widths[-1]}" if len(widths) > 1 else "")
+        why = f"CPU cells{span}"
         verdict = f"packed, {min(members)} a pack" if packed else "one job per cell: a CPU pack does not pay here"
         log.info(f"hydra.sweeper.pack=auto: {verdict} ({why}; docs/benchmarks.md)")
         return packed
