@@ -52,10 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rtol < 0 or args.atol < 0:
         fail("--rtol and --atol must be non-negative")
     run_dir = _from_db(args.db, args.run) if args.db is not None else Path(args.run)
-    from grokpipe.results.reproduce import describe, recorded_config, reproduce
+    from grokpipe.results.reproduce import describe, reproduce
 
-    try:
-        recorded_config(run_dir)  # bad input fails here, before anything trains
+    try:  # bad input fails before anything trains
         report = reproduce(run_dir, args.out or _free_dir(run_dir), args.epochs, args.rtol, args.atol)
     except ConfigError as exc:
         fail(str(exc))

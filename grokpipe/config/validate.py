@@ -131,6 +131,7 @@ class Run:
     group: str | None  # the W&B group (logger.group; a sweep's cell: the sweep's group unless set)
     precision: str  # train.precision; `auto` until the machine is known, then fp32 or bf16
     engine: str  # train.engine; `auto` until the machine is known, then loop or packed
+    machine: Machine | None = None  # where it was resolved (None: checked where it is launched, not where it trains)
 
 
 def budget(tc: DictConfig) -> tuple[int, str]:
@@ -237,6 +238,7 @@ def prepare(
     return Run(
         cfg=cfg, d_model=d_model, task_size=size, ratio=None if d_model is None else d_model / size, budget=last,
         unit=unit, group=cfg.logger.get("group"), precision=cfg.train.precision, engine=choose_engine(cfg, machine),
+        machine=machine,
     )  # fmt: skip
 
 

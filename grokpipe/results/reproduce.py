@@ -105,8 +105,6 @@ def compare_weights(original: Path, rerun: Path) -> list[dict]:
 def recorded_config(run_dir: Path) -> DictConfig:
     """The config a run dir recorded, checked by this grokpipe; ConfigError (one line) if it is not a run or its
     config no longer validates here."""
-    from grokpipe.config.validate import prepare
-
     run_dir = Path(run_dir)
     path = run_dir / ".hydra" / "config.yaml"
     if not run_dir.is_dir():
@@ -121,12 +119,20 @@ def recorded_config(run_dir: Path) -> DictConfig:
         del cfg["pack"]
     _fill_train_defaults(cfg)
     _fill_logger_target(cfg)
+    return cfg
+
+
+def checked(cfg: DictConfig, run_dir: Path):
+    """The re-run's config checked and resolved once, on this machine (grokpipe.config.validate.prepare); a config
+    this grokpipe refuses is one line naming the grokpipe that made the run."""
+    from grokpipe.config.validate import prepare
+    from grokpipe.run.train import machine_of
+
     try:
-        prepare(cfg.copy())  # a copy: the re-run's own settings go in before the loop resolves it
+        return prepare(cfg, machine_of)
     except ConfigError as exc:
         made_by = _made_by(run_dir)
         raise ConfigError(f"{run_dir}'s config does not validate with this grokpipe ({exc}){made_by}") from None
-    return cfg
 
 
 def _conf_file(relative: str) -> Path | None:
@@ -192,7 +198,8 @@ def reproduce(
     cfgs = [cfg if m == run_dir else recorded_config(m) for m in sources]
     for member_cfg, source, target in zip(cfgs, sources, targets):
         _prepare_rerun(member_cfg, source, target, epochs, recorded)
-    summary = train(cfgs, targets)[sources.index(run_dir)]
+    runs = [checked(member_cfg, source) for member_cfg, source in zip(cfgs, sources)]
+    summary = train(runs, targets)[sources.index(run_dir)]
     rerun_rows = read_metrics(out_dir / "metrics.csv")
     rows = compare_rows(original, rerun_rows, rtol, atol)
     now = provenance.read(out_dir) or {}

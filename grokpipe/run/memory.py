@@ -1,7 +1,9 @@
 """The memory a run needs, checked against the device it is about to train on (grokpipe.run.device).
 
 Data, parameters with their gradients and optimiser state, and one batch's activations, counted from the config,
-the run's task and the model's shapes (the meta device), times the members of a pack.
+the run's task (built once, for training) and the model: a shape-only copy on the meta device counts its parameters;
+a small model's activations are counted on the first member's own model (the one that trains), a large one's on the
+meta copy. Times the members of a pack.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from grokpipe.run.device import available_bytes
 MODEL_SIZE_KEYS = ("d_model", "hidden", "hidden_size", "n_layers", "ff_mult")
 
 
-def check_memory(cfgs: list[DictConfig], device, task) -> None:
+def check_memory(cfgs: list[DictConfig], device, task, model=None) -> bool:
     """Refuse runs whose data, parameters, optimiser state and full-batch activations cannot fit the device
-    they are about to train on together (a pack of M needs M times one run). `task` is the first member's, built
-    once for its training."""
+    they are about to train on together (a pack of M needs M times one run). `task`: the first member's, built once
+    for its training; `model`: a member's own model, once built. Returns False, having checked nothing, when the model
+    is small enough that its activations are to be counted on that real model: call again with it."""
     cfg = cfgs[0]
     classes = {group: part_class(cfg, group) for group in PARTS}
-    need = {k: v * len(cfgs) for k, v in estimate_bytes(cfg, classes, task).items()}
+    one = estimate_bytes(cfg, classes, task, model)
+    if one is None:
+        return False
+    need = {k: v * len(cfgs) for k, v in one.items()}
     have = available_bytes(device)
     if need["total"] > have:
         parts = ", ".join(f"{k} {_size(v)}" for k, v in need.items() if k != "total")
@@ -35,11 +41,13 @@ def check_memory(cfgs: list[DictConfig], device, task) -> None:
             f"{named} is not allowed here: this run{members} needs about {_size(need['total'])} ({parts}); "
             f"{device.type} has {_size(have)} available"
         )
+    return True
 
 
-def estimate_bytes(cfg: DictConfig, classes: dict, task=None) -> dict:
+def estimate_bytes(cfg: DictConfig, classes: dict, task=None, model=None) -> dict | None:
     """Bytes the run needs: data, parameters with gradients and optimiser state, activations of one batch. `task`:
-    the run's task when already built (else it is built here)."""
+    the run's task when already built (else it is built here); `model`: a real copy of the run's model to count on.
+    None when no model is given and the run's is small enough (REAL_FORWARD_PARAMS) to be counted on a real one."""
     import torch
 
     from grokpipe.models import build_model
@@ -50,14 +58,17 @@ def estimate_bytes(cfg: DictConfig, classes: dict, task=None) -> dict:
     if data > 2**50:  # no model is built for a task this size
         return {"data": data, "total": data}
     spec = (task if task is not None else build_task(cfg.task)).spec
-    with _shapes_only():
-        model = build_model(cfg.model, spec)
-        n_params = sum(p.numel() for p in model.parameters())
-    if n_params <= REAL_FORWARD_PARAMS:  # one sample through a real copy: cheaper than the meta forward's imports
-        with torch.random.fork_rng(devices=[]):
-            per_sample = _activations_per_sample(build_model(cfg.model, spec), spec)
-    else:
+    if model is None:
         with _shapes_only():
+            model = build_model(cfg.model, spec)
+        n_params = sum(p.numel() for p in model.parameters())
+        if n_params <= REAL_FORWARD_PARAMS:  # a meta forward would import the compiler: count on the real model
+            return None
+        with _shapes_only():
+            per_sample = _activations_per_sample(model, spec)
+    else:
+        n_params = sum(p.numel() for p in model.parameters())
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
             per_sample = _activations_per_sample(model, spec)
     copies = 2 + len(classes["optim"].state_names) + int(bool(cfg.optim.grokfast.enabled))
     params = n_params * 4 * copies

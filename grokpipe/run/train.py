@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from grokpipe.config.packing import check_packable
-from grokpipe.config.validate import Machine, budget, prepare
+from grokpipe.config.validate import Machine, Run, budget, prepare
 from grokpipe.core.checkpoint import DIR, LAST, set_rng_state
 from grokpipe.core.errors import ConfigError
 from grokpipe.core.outputs import StorageError
@@ -67,27 +67,33 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: str | None = None) -> dict:
     return train([cfg], [run_dir], sweep_dir)[0]
 
 
+def _resolved(item) -> bool:
+    """A `Run` prepared on a machine: not checked again."""
+    return isinstance(item, Run) and item.machine is not None
+
+
 def machine_of(name: str) -> Machine:
     """train.device resolved on this machine (grokpipe.run.device), with the CPU's flags."""
     return Machine(pick_device(name).type, frozenset(cpu_info()[1]))
 
 
-def train(cfgs: list[DictConfig], run_dirs: list[Path], sweep_dir: str | None = None) -> list[dict]:
+def train(cfgs: list[DictConfig | Run], run_dirs: list[Path], sweep_dir: str | None = None) -> list[dict]:
     """Train runs of one shape together; each gets its outputs in its run dir. Returns their summaries. Each config
-    is checked and resolved once here, on this machine (`prepare`; read-only afterwards); `sweep_dir`: the sweep the
-    runs are cells of (their W&B group).
+    is checked and resolved once, on this machine (`prepare`; read-only afterwards): here, or by the caller, which
+    then passes the `Run` it got; `sweep_dir`: the sweep the runs are cells of (their W&B group).
 
     A run whose checkpoint says it finished is not trained again (its summary.json is returned)."""
     if len(cfgs) != len(run_dirs):
         raise ValueError(f"{len(cfgs)} configs but {len(run_dirs)} run dirs")
-    runs = [prepare(cfg, machine_of, sweep_dir) for cfg in cfgs]
+    runs = [c if _resolved(c) else prepare(c, machine_of, sweep_dir) for c in cfgs]
+    cfgs = [r.cfg for r in runs]
     check_packable(cfgs)
     keep_freed_memory()
     tc = cfgs[0].train
     device = pick_device(tc.device)
     apply_determinism(tc, device)
     tasks = [build_task(cfg.task) for cfg in cfgs]
-    check_memory(cfgs, device, tasks[0])
+    checked = check_memory(cfgs, device, tasks[0])  # False: counted on the first member's model, once built
     results: list[dict | None] = [None] * len(cfgs)
     records, models, splits, ckpts, index = [], [], [], [], []
     for n, (cfg, run_dir, task) in enumerate(zip(cfgs, run_dirs, tasks)):
@@ -97,7 +103,9 @@ def train(cfgs: list[DictConfig], run_dirs: list[Path], sweep_dir: str | None = 
             results[n] = read_summary(record.run_dir)
             continue
         torch.manual_seed(cfg.train.seed)  # equal seeds give equal initial weights, alone or packed
-        models.append(build_model(cfg.model, task.spec).to(device))
+        model = build_model(cfg.model, task.spec)
+        checked = checked or check_memory(cfgs, device, task, model)
+        models.append(model.to(device))
         splits.append(task.split().to(device))
         records.append(record)
         ckpts.append(ckpt)
