@@ -9,12 +9,12 @@ and the engine) is written into the config, which is read-only from then on, and
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from grokpipe.core.cells import sweep_group
+from grokpipe.core.cells import coordinates, sweep_group
 from grokpipe.core.errors import ConfigError
 from grokpipe.core.schema import Bool, Choice, Float, Int, Nullable, check_node
 from grokpipe.core.secrets import SECRET_KEY
@@ -132,6 +132,7 @@ class Run:
     precision: str  # train.precision; `auto` until the machine is known, then fp32 or bf16
     engine: str  # train.engine; `auto` until the machine is known, then loop or packed
     machine: Machine | None = None  # where it was resolved (None: checked where it is launched, not where it trains)
+    coords: dict = field(default_factory=dict)  # a sweep cell's coordinates (swept keys but the seed), where planned
 
 
 def budget(tc: DictConfig) -> tuple[int, str]:
@@ -170,14 +171,18 @@ def choose_engine(cfg: DictConfig, machine: Machine | None) -> str:
 
 
 def prepare(
-    cfg: DictConfig, machine: Machine | Callable[[str], Machine] | None = None, sweep_dir: str | None = None
+    cfg: DictConfig,
+    machine: Machine | Callable[[str], Machine] | None = None,
+    sweep_dir: str | None = None,
+    cell: tuple[list[str], set[str]] | None = None,
 ) -> Run:
     """Check every key, derive what the config implies and check across keys (ConfigError with one line), then
     resolve the run once and return it; the config is read-only afterwards. `machine`: where the run trains (or a
     function of train.device giving it, called once train's keys are checked); without it nothing depends on the
     machine (a sweep is checked where it is launched and trained elsewhere), and precision and engine stay `auto`.
-    `sweep_dir`: the sweep a cell belongs to, whose W&B group it logs to unless logger.group is set. The device's
-    memory is checked where the run trains (grokpipe.run.memory)."""
+    `sweep_dir`: the sweep a cell belongs to, whose W&B group it logs to unless logger.group is set; `cell`: its
+    overrides and the sweep's swept keys, where the sweep is planned (the Run's coordinates). The device's memory is
+    checked where the run trains (grokpipe.run.memory)."""
     OmegaConf.set_readonly(cfg, False)  # a config prepared before (a re-check, a pack's member) is resolved again
     for key in _secret_keys(cfg):
         raise ConfigError(
@@ -234,11 +239,12 @@ def prepare(
     size = task_size(cfg)
     d_model = cfg.model.get("d_model")
     last, unit = budget(cfg.train)
+    coords = coordinates(cell[0], cell[1], cfg) if cell is not None else {}
     OmegaConf.set_readonly(cfg, True)
     return Run(
         cfg=cfg, d_model=d_model, task_size=size, ratio=None if d_model is None else d_model / size, budget=last,
         unit=unit, group=cfg.logger.get("group"), precision=cfg.train.precision, engine=choose_engine(cfg, machine),
-        machine=machine,
+        machine=machine, coords=coords,
     )  # fmt: skip
 
 

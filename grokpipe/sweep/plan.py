@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grokpipe.core.cells import SEED_KEY, coordinates
+from grokpipe.core.cells import SEED_KEY
 from grokpipe.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,10 @@ class BoundarySettings(GridSettings):
                 out.append(f"hydra.sweeper.lo={self.lo!r}, hi={self.hi!r}: need 0 < lo < hi (or values: [...])")
             elif not (_is_int(self.steps) and 2 <= self.steps <= 1000):
                 out.append(_problem("steps", self.steps, "an integer in 2..1000"))
-        elif not isinstance(self.values, (list, tuple)) or len(self.values) < 2 or any(
-            not _is_num(v) or v <= 0 for v in self.values
+        elif (
+            not isinstance(self.values, (list, tuple))
+            or len(self.values) < 2
+            or any(not _is_num(v) or v <= 0 for v in self.values)
         ):
             out.append(f"hydra.sweeper.values={self.values!r}: at least two positive numbers")
         return out
@@ -237,40 +239,38 @@ def seed_of(overrides: list[str]) -> tuple[tuple[str, ...], int | None, bool]:
 
 def plan_cells(
     cells: list[list[str]],
-    swept: set[str],
     sweep_dir: Path,
     compose: Callable[[list[str], int], Any],
     subdir: str,
     split_of: Callable[[Any], str],
 ) -> Plan:
     """Compose and check one config per class of cells (the cells that differ only in a plain integer seed), then
-    plan every cell from its class: its dir, coordinates (coordinates never include the seed) and split protocol.
+    plan every cell from its class: its dir, coordinates (never the seed: one class, one point) and split protocol.
 
-    `compose(overrides, num)` composes cell `num` and checks it (exits with one line if it is not allowed); `subdir`
-    is hydra.sweep.subdir unresolved. A cell whose seed is not a plain integer, or a sweep whose subdir is not the
-    cell's number, is composed on its own (the slow path Hydra would take for every cell)."""
+    `compose(overrides, num)` composes cell `num` and checks it, returning its resolved `Run`
+    (grokpipe.config.validate.prepare, with the cell's coordinates; it exits with one line if the cell is not
+    allowed); `subdir` is hydra.sweep.subdir unresolved. A cell whose seed is not a plain integer, or a sweep whose
+    subdir is not the cell's number, is composed on its own (the slow path Hydra would take for every cell)."""
     classes: dict[tuple, int] = {}
-    configs, planned = [], []
+    runs, planned = [], []
     for num, overrides in enumerate(cells):
         overrides = list(overrides)
         rest, seed, plain = seed_of(overrides)
         if subdir != DEFAULT_SUBDIR or not plain:
-            cls, cfg_dir = len(configs), None
-            configs.append(compose(overrides, num))
-            cfg_dir = str(sweep_dir / str(configs[cls].hydra.sweep.subdir))
+            cls = len(runs)
+            runs.append(compose(overrides, num))
+            cfg_dir = str(sweep_dir / str(runs[cls].cfg.hydra.sweep.subdir))
             seed = None
         else:
             cls = classes.get(rest)
             if cls is None:
-                cls = classes[rest] = len(configs)
-                configs.append(compose(overrides, num))
+                cls = classes[rest] = len(runs)
+                runs.append(compose(overrides, num))
                 seed = None  # the class config holds this cell's seed itself
             cfg_dir = str(sweep_dir / str(num))
-        cfg = configs[cls]
-        planned.append(
-            Cell(num, overrides, cfg_dir, coordinates(overrides, swept, cfg), split_of(cfg.task), cls, seed)
-        )
-    return Plan(planned, configs)
+        run = runs[cls]
+        planned.append(Cell(num, overrides, cfg_dir, dict(run.coords), split_of(run.cfg.task), cls, seed))
+    return Plan(planned, [r.cfg for r in runs])
 
 
 def group_packs(plan: Plan, shape_of: Callable[[Any], str], max_members: int | None) -> list[list[int]]:

@@ -114,27 +114,29 @@ class GridSweeper(BasicSweeper):
 
         def compose(overrides: list[str], num: int):
             where = " ".join(o for o in overrides if o.split("=", 1)[0] in swept)
-            return self.compose_cell(overrides, num, f"cell {num} ({where})")
+            return self.compose_cell(overrides, num, f"cell {num} ({where})", swept=swept)
 
-        plan = plan_cells(cells, swept, sweep_dir, compose, str(subdir), split.of_config)
+        plan = plan_cells(cells, sweep_dir, compose, str(subdir), split.of_config)
         write_cells(sweep_dir, [c.manifest() for c in plan.cells])
         classes = f" ({len(plan.configs)} composed)" if len(plan.configs) < len(plan.cells) else ""
         log.info(f"{len(plan.cells)} cells checked{classes}; launching")
         return plan
 
-    def compose_cell(self, overrides, num: int, label: str, after: str = "nothing was launched"):
-        """One cell's config, composed as job `num` and checked. If it is not allowed: the line
+    def compose_cell(self, overrides, num: int, label: str, after: str = "nothing was launched", swept=None):
+        """One cell's config, composed as job `num`, checked and resolved (its config read-only); with the sweep's
+        `swept` keys, its `Run` (coordinates included), else its config. If it is not allowed: the line
         `error: <label>: <why>; <after>` on stderr, and exit 2."""
         from grokpipe.config.validate import prepare  # imports torch: here, not when Hydra discovers the plugins
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(cfg):
             cfg.hydra.job.num = num
+        cell = (list(overrides), swept) if swept is not None else None
         try:
-            prepare(cfg, sweep_dir=str(self.config.hydra.sweep.dir))
+            run = prepare(cfg, sweep_dir=str(self.config.hydra.sweep.dir), cell=cell)
         except ConfigError as exc:
             fail(f"{label}: {exc}; {after}")
-        return cfg
+        return run if swept is not None else cfg
 
     @staticmethod
     def run_config(cfg, sweep_dir: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
@@ -20,17 +21,20 @@ def grid(widths, wds, seeds) -> list[list[str]]:
 class Composer:
     """A stand-in for Hydra's compose: the config the overrides describe, counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, swept: set[str] = frozenset({"model.d_model", "optim.wd"})) -> None:
         self.calls: list[int] = []
+        self.swept = swept
 
     def __call__(self, overrides: list[str], num: int):
+        """What the sweeper's compose gives: the cell's resolved Run, its coordinates (the swept keys but the seed)."""
         self.calls.append(num)
         cfg = OmegaConf.create({"model": {}, "optim": {}, "train": {}, "task": {"split_seed": "${train.seed}"},
                                 "hydra": {"sweep": {"subdir": f"custom-{num}"}}})  # fmt: skip
         for text in overrides:
             key, value = text.split("=", 1)
             OmegaConf.update(cfg, key, int(value) if value.lstrip("-").isdigit() else value)
-        return cfg
+        coords = {k: OmegaConf.select(cfg, k) for k in (o.split("=")[0] for o in overrides) if k in self.swept}
+        return SimpleNamespace(cfg=cfg, coords=coords)
 
 
 def split_of(task) -> str:
@@ -40,7 +44,7 @@ def split_of(task) -> str:
 def test_cells_that_differ_only_in_seed_share_one_composed_config():
     compose = Composer()
     cells = grid([8, 16], ["0.1", "1"], range(5))
-    plan = plan_cells(cells, {"model.d_model", "optim.wd", "train.seed"}, Path("/s"), compose, "${hydra.job.num}",
+    plan = plan_cells(cells, Path("/s"), compose, "${hydra.job.num}",
                       split_of)  # fmt: skip
     assert compose.calls == [0, 5, 10, 15]  # the first cell of each class
     assert len(plan.configs) == 4 and [c.num for c in plan.cells] == list(range(20))
@@ -53,18 +57,18 @@ def test_cells_that_differ_only_in_seed_share_one_composed_config():
 def test_a_seed_outside_its_domain_or_another_subdir_is_composed_on_its_own():
     compose = Composer()
     cells = [["optim.wd=1", "train.seed=0"], ["optim.wd=1", "train.seed=-3"], ["optim.wd=1", "train.seed=abc"]]
-    plan_cells(cells, {"train.seed"}, Path("/s"), compose, "${hydra.job.num}", split_of)
+    plan_cells(cells, Path("/s"), compose, "${hydra.job.num}", split_of)
     assert compose.calls == [0, 1, 2]
     assert seed_of(["train.seed=07"])[2] is False  # not the integer's own spelling: Hydra reads it
     compose = Composer()
-    plan = plan_cells(grid([8], ["1"], range(3)), {"train.seed"}, Path("/s"), compose, "${hydra.job.override_dirname}",
+    plan = plan_cells(grid([8], ["1"], range(3)), Path("/s"), compose, "${hydra.job.override_dirname}",
                       split_of)  # fmt: skip
     assert compose.calls == [0, 1, 2] and plan.cells[2].dir == "/s/custom-2"
 
 
 def test_packs_follow_group_by_shape_order_and_size():
     compose = Composer()
-    plan = plan_cells(grid([8, 16], ["1"], range(3)), {"model.d_model", "train.seed"}, Path("/s"), compose,
+    plan = plan_cells(grid([8, 16], ["1"], range(3)), Path("/s"), compose,
                       "${hydra.job.num}", split_of)  # fmt: skip
     packs = group_packs(plan, lambda cfg: str(cfg.model.d_model), max_members=2)
     assert packs == [[0, 1], [2], [3, 4], [5]]
@@ -75,7 +79,7 @@ def test_ten_thousand_cells_plan_in_well_under_a_second_a_class():
     compose = Composer()
     cells = grid(range(8, 48, 4), [f"0.{i}" for i in range(1, 11)], range(100))
     start = time.perf_counter()
-    plan = plan_cells(cells, {"model.d_model", "optim.wd", "train.seed"}, Path("/s"), compose, "${hydra.job.num}",
+    plan = plan_cells(cells, Path("/s"), compose, "${hydra.job.num}",
                       split_of)  # fmt: skip
     took = time.perf_counter() - start
     assert len(plan.cells) == 10_000 and len(compose.calls) == 100
