@@ -196,9 +196,12 @@ def reproduce(
     sources = members or [run_dir]
     targets = [out_dir if m == run_dir else out_dir / PACK_MEMBERS / m.name for m in sources]
     cfgs = [cfg if m == run_dir else recorded_config(m) for m in sources]
-    for member_cfg, source, target in zip(cfgs, sources, targets):
-        _prepare_rerun(member_cfg, source, target, epochs, recorded)
-    runs = [checked(member_cfg, source) for member_cfg, source in zip(cfgs, sources)]
+    for member_cfg in cfgs:
+        _prepare_rerun(member_cfg, epochs, recorded)
+    texts = [OmegaConf.to_yaml(c) for c in cfgs]
+    runs = [checked(member_cfg, source) for member_cfg, source in zip(cfgs, sources)]  # nothing written before
+    for text, source, target in zip(texts, sources, targets):
+        _write_rerun(text, source, target)
     summary = train(runs, targets)[sources.index(run_dir)]
     rerun_rows = read_metrics(out_dir / "metrics.csv")
     rows = compare_rows(original, rerun_rows, rtol, atol)
@@ -243,8 +246,8 @@ def pack_of(run_dir: Path) -> list[Path] | None:
     return None
 
 
-def _prepare_rerun(cfg: DictConfig, source: Path, target: Path, epochs: int | None, recorded: dict | None) -> None:
-    """`cfg` as it re-runs in `target`: its first `epochs` (or as recorded), the recorded thread count, no logger."""
+def _prepare_rerun(cfg: DictConfig, epochs: int | None, recorded: dict | None) -> None:
+    """`cfg` as it re-runs: its first `epochs` (or as recorded), the recorded thread count, no logger."""
     with open_dict(cfg):
         if epochs is not None:  # a run counted in steps (train.max_steps) re-runs its first N steps
             cfg.train["max_steps" if cfg.train.get("max_steps") else "max_epochs"] = epochs
@@ -252,8 +255,12 @@ def _prepare_rerun(cfg: DictConfig, source: Path, target: Path, epochs: int | No
             cfg.train.threads = recorded["threads"]  # a CPU run's bits depend on the thread count
         none = {"_target_": "grokpipe.loggers.none.NoLogger", "name": "none", "group": cfg.logger.get("group")}
         cfg.logger = OmegaConf.create(none)
+
+
+def _write_rerun(text: str, source: Path, target: Path) -> None:
+    """The re-run's .hydra/config.yaml (`text`, as it was before the loop resolved it) and the original's overrides."""
     (target / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, target / ".hydra" / "config.yaml")
+    (target / ".hydra" / "config.yaml").write_text(text)
     overrides = source / ".hydra" / "overrides.yaml"
     if overrides.exists():
         (target / ".hydra" / "overrides.yaml").write_text(overrides.read_text())
