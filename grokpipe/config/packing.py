@@ -49,16 +49,27 @@ def check_packable(cfgs: list[DictConfig]) -> None:
                 )
 
 
+def shape_text(cfg: DictConfig) -> str:
+    """shape_key as text, equal for configs that can share a pack."""
+    return json.dumps(shape_key(cfg), sort_keys=True, default=str)
+
+
+def group_keys(keys: list[str], max_members: int | None = None) -> list[list[int]]:
+    """Indices of `keys` grouped by equal key, in first-seen order, at most max_members each."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    size = max_members or len(keys) or 1
+    return [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]
+
+
 def group_by_shape(cfgs: list[DictConfig], max_members: int | None = None) -> list[list[int]]:
     """Indices of `cfgs` grouped into packable sets (equal shape_key), in first-seen order, at most max_members each."""
     from grokpipe.config.validate import prepare
 
-    groups: dict[str, list[int]] = {}
-    for i, cfg in enumerate(cfgs):
+    for cfg in cfgs:
         prepare(cfg)
-        groups.setdefault(json.dumps(shape_key(cfg), sort_keys=True, default=str), []).append(i)
-    size = max_members or len(cfgs) or 1
-    return [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]
+    return group_keys([shape_text(cfg) for cfg in cfgs], max_members)
 
 
 # CPU packs against single runs, per member-epoch (step + evaluation every 10 epochs, default measures, p=97, full

@@ -22,7 +22,6 @@ from grokpipe.core.errors import ConfigError
 log = logging.getLogger(__name__)
 ELLIPSIS = "..."
 DEFAULT_SUBDIR = "${hydra.job.num}"  # conf/config.yaml's hydra.sweep.subdir: a cell's dir is its number
-SEED_RANGE = (0, 2**63 - 1)  # train.seed's domain (grokpipe.config.validate.TRAIN_SCHEMA)
 
 
 # ---------------------------------------------------------------------------------------------------- settings
@@ -207,20 +206,14 @@ class Plan:
     cells: list[Cell]
     configs: list  # one checked, composed config per class
 
-    def config_of(self, cell: Cell):
-        """The cell's composed config (its class's, with its own seed): a copy, for the few that need one."""
-        from omegaconf import OmegaConf, open_dict
 
-        cfg = self.configs[cell.cls].copy()
-        OmegaConf.set_readonly(cfg, False)  # the class's config is read-only once checked; this copy is the cell's
-        if cell.seed is not None:
-            with open_dict(cfg):
-                cfg.train.seed = cell.seed
-        return cfg
+def seed_of(overrides: list[str], domain=None) -> tuple[tuple[str, ...], int | None, bool]:
+    """(the overrides but the seed's, the seed as an integer, whether the seed is a plain integer in its domain:
+    train.seed's schema, grokpipe.config.validate.TRAIN_SCHEMA, unless `domain` is given)."""
+    if domain is None:
+        from grokpipe.config.validate import TRAIN_SCHEMA
 
-
-def seed_of(overrides: list[str]) -> tuple[tuple[str, ...], int | None, bool]:
-    """(the overrides but the seed's, the seed as an integer, whether the seed is a plain integer in its domain)."""
+        domain = TRAIN_SCHEMA["seed"]
     rest, seed, plain = [], None, True
     for text in overrides:
         key, _, value = text.partition("=")
@@ -230,7 +223,7 @@ def seed_of(overrides: list[str]) -> tuple[tuple[str, ...], int | None, bool]:
             except ValueError:
                 plain = False
             else:
-                plain = str(seed) == value.strip() and SEED_RANGE[0] <= seed <= SEED_RANGE[1]
+                plain = str(seed) == value.strip() and domain.lo <= seed <= domain.hi
             rest.append(f"{SEED_KEY}=*")
         else:
             rest.append(text)
@@ -251,11 +244,13 @@ def plan_cells(
     (grokpipe.config.validate.prepare, with the cell's coordinates; it exits with one line if the cell is not
     allowed); `subdir` is hydra.sweep.subdir unresolved. A cell whose seed is not a plain integer, or a sweep whose
     subdir is not the cell's number, is composed on its own (the slow path Hydra would take for every cell)."""
+    from grokpipe.config.validate import TRAIN_SCHEMA
+
     classes: dict[tuple, int] = {}
     runs, planned = [], []
     for num, overrides in enumerate(cells):
         overrides = list(overrides)
-        rest, seed, plain = seed_of(overrides)
+        rest, seed, plain = seed_of(overrides, TRAIN_SCHEMA["seed"])
         if subdir != DEFAULT_SUBDIR or not plain:
             cls = len(runs)
             runs.append(compose(overrides, num))
@@ -274,16 +269,15 @@ def plan_cells(
 
 
 def group_packs(plan: Plan, shape_of: Callable[[Any], str], max_members: int | None) -> list[list[int]]:
-    """Cell numbers grouped by shape (`shape_of` a class config, as text: a class's cells share it), in first-seen
-    order, at most `max_members` a pack (grokpipe.config.packing.group_by_shape's order, one key per class)."""
-    shapes: dict[str, list[int]] = {}
+    """Positions in plan.cells grouped by shape (`shape_of` a class config, as text: a class's cells share it), in
+    grokpipe.config.packing.group_by_shape's order, at most `max_members` a pack; one key per class."""
+    from grokpipe.config.packing import group_keys
+
     keys: dict[int, str] = {}
     for cell in plan.cells:
         if cell.cls not in keys:
             keys[cell.cls] = shape_of(plan.configs[cell.cls])
-        shapes.setdefault(keys[cell.cls], []).append(cell.num)
-    size = max_members or len(plan.cells) or 1
-    return [g[k : k + size] for g in shapes.values() for k in range(0, len(g), size)]
+    return group_keys([keys[cell.cls] for cell in plan.cells], max_members)
 
 
 # ---------------------------------------------------------------------------------------------------- the boundary

@@ -103,7 +103,7 @@ class BoundarySweeper(GridSweeper):
 
     def _compose(self, overrides: list[str], num: int):
         """A cell's config, checked; exits 2 with one line naming the cell if it is not allowed."""
-        return self.compose_cell(overrides, num, " ".join(overrides[-3:]), "nothing more was launched")
+        return self.compose_cell(overrides, num, " ".join(overrides[-3:]), "nothing more was launched").cfg
 
     def _ladder(self, fixed: list[str], axis: list[str]) -> list[tuple[float, str]]:
         """The searched points as (value, override), ascending. In ratio mode each ratio becomes the d_model the

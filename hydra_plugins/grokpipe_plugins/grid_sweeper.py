@@ -9,7 +9,6 @@ array). Every cell keeps its own run dir and outputs; the pack jobs' own dirs ar
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 import grokpipe.core.split as split
-from grokpipe.core.cells import PACK_DIRS, CellDied, sweep_group, write_cells, write_packs
+from grokpipe.core.cells import PACK_DIRS, CellDied, write_cells, write_packs
 from grokpipe.core.errors import ConfigError, fail
 from grokpipe.sweep.plan import ELLIPSIS, GridSettings, GridSweeperConf, Plan, expand_ellipsis, group_packs, plan_cells
 
@@ -123,8 +122,8 @@ class GridSweeper(BasicSweeper):
         return plan
 
     def compose_cell(self, overrides, num: int, label: str, after: str = "nothing was launched", swept=None):
-        """One cell's config, composed as job `num`, checked and resolved (its config read-only); with the sweep's
-        `swept` keys, its `Run` (coordinates included), else its config. If it is not allowed: the line
+        """One cell's `Run`: its config composed as job `num`, checked and resolved (read-only from then on), with
+        its coordinates when the sweep's `swept` keys are given. If it is not allowed: the line
         `error: <label>: <why>; <after>` on stderr, and exit 2."""
         from grokpipe.config.validate import prepare  # imports torch: here, not when Hydra discovers the plugins
 
@@ -136,16 +135,14 @@ class GridSweeper(BasicSweeper):
             run = prepare(cfg, sweep_dir=str(self.config.hydra.sweep.dir), cell=cell)
         except ConfigError as exc:
             fail(f"{label}: {exc}; {after}")
-        return run if swept is not None else cfg
+        return run
 
     @staticmethod
-    def run_config(cfg, sweep_dir: Path):
-        """A cell's composed config as its run sees it: without `hydra`, logged to the sweep's group by default."""
+    def run_config(cfg):
+        """A cell's composed config as its run sees it: without `hydra` (`prepare` gave it the sweep's W&B group)."""
         task_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
         with open_dict(task_cfg):
             del task_cfg["hydra"]
-            if task_cfg.logger.get("group") is None:
-                task_cfg.logger.group = sweep_group(str(sweep_dir))
         return task_cfg
 
     @staticmethod
@@ -161,19 +158,14 @@ class GridSweeper(BasicSweeper):
         """`cells` (of `plan`) packed by shape and launched, one job per pack, numbered from `k0` (a boundary search's
         later rounds go on from the earlier rounds' packs): each cell's run config to its dir (Hydra writes it for a
         cell run alone), the plan to `packs.json` (after the `k0` packs there), then one launcher batch."""
-        from grokpipe.config.packing import shape_key
+        from grokpipe.config.packing import shape_text
         from grokpipe.core.cells import read_packs
 
-        def shape_of(cfg) -> str:
-            return json.dumps(shape_key(cfg), sort_keys=True, default=str)
-
-        index = {c.num: n for n, c in enumerate(cells)}
-        sub = Plan(cells, plan.configs)
-        packs = [[index[num] for num in members] for members in group_packs(sub, shape_of, self.max_members)]
+        packs = group_packs(Plan(cells, plan.configs), shape_text, self.max_members)
         texts = {}  # per class: its run config as YAML with a marker where the seed goes (one dump a class)
         for cell in cells:
             if cell.cls not in texts:
-                task_cfg = self.run_config(plan.configs[cell.cls], sweep_dir)
+                task_cfg = self.run_config(plan.configs[cell.cls])
                 own = task_cfg.train.seed
                 task_cfg.train.seed = SEED_MARK
                 text = OmegaConf.to_yaml(task_cfg)

@@ -161,7 +161,7 @@ def test_a_packed_search_keeps_one_pack_plan_across_its_rounds(tmp_path):
         return cfg
 
     made._compose = compose
-    made.run_config = lambda cfg, sweep_dir: OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    made.run_config = lambda cfg: OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     made.max_members = None
     made.save_run_config = lambda cfg, overrides, run_dir: None
     state = {"cells": [], "rounds": []}
