@@ -7,14 +7,15 @@
     python scripts/bench_pack.py --pack-threads 2                  # packs on two threads, the single run on one
     python scripts/bench_pack.py --floor --repeats 5               # how much of a single run a pack could share
     python scripts/bench_pack.py --quick                           # seconds: tiny sizes, one round
+    python scripts/bench_pack.py --model mlp --p 23 --d-model 4 24 92   # another model (MODELS), another prime
 
 What is timed is the loop's work and nothing else: `Loop.epoch()` (forward, loss, backward, optimiser update) every
 epoch and `Loop.evaluate()` (a forward per split and every default measure) every `train.eval_every` (10) epochs, on
-seed 003's transformer (`sweep=seed003`: p=97, full batch, fp32) at each width. No metrics.csv, checkpoints or
-summaries (those are per member and the same in a pack as alone). `single` is one run as `train.engine=auto` holds
-it on a CPU (the module itself); `pack` is M members of seeds 0..M-1. Within a round the single run and each pack
-are timed one after another; the figures are medians over rounds, and the ratio is the single run's ms per epoch
-over the pack's ms per member-epoch.
+seed 003's transformer (`sweep=seed003`: p=97, full batch, fp32) at each width, or `--model` (MODELS). No
+metrics.csv, checkpoints or summaries (those are per member and the same in a pack as alone). `single` is one run as
+`train.engine=auto` holds it on a CPU (the module itself); `pack` is M members of seeds 0..M-1. Within a round the
+single run and each pack are timed one after another; the figures are medians over rounds, and the ratio is the
+single run's ms per epoch over the pack's ms per member-epoch.
 """
 
 from __future__ import annotations
@@ -43,12 +44,22 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
-def build_loop(d_model: int, members: int, engine: str, root: Path, p: int = 97, extra: tuple = ()):
+# --model: the base config of each model measured (its own paper's settings but p, full batch, fp32, eval every 10)
+MODELS = {
+    "transformer": ["sweep=seed003"],
+    "mlp": ["sweep=seed003", "model=mlp"],
+    "nanda": ["sweep=nanda2023", "train.eval_every=10"],
+}
+
+
+def build_loop(
+    d_model: int, members: int, engine: str, root: Path, p: int = 97, extra: tuple = (), model: str = "transformer"
+):
     """A Loop of `members` seeds at this width, built as `grokpipe.run.train.train` builds it, ready to step.
-    engine: `single` (one member, the module itself), `batched` (the stack's hand-batched forward), `vmap`."""
+    engine: `single` (one member, the module itself), `batched` (the stack's hand-batched forward), `vmap`
+    (train.pack_forward)."""
     from grokpipe.config.validate import prepare
     from grokpipe.models import build_model
-    from grokpipe.run import stack as stack_mod
     from grokpipe.run.record import RunRecord
     from grokpipe.run.train import Loop, apply_determinism
     from grokpipe.tasks import build_task
@@ -57,7 +68,7 @@ def build_loop(d_model: int, members: int, engine: str, root: Path, p: int = 97,
     for seed in range(members):
         cfg = compose(
             [
-                "sweep=seed003",
+                *MODELS[model],
                 f"task.p={p}",
                 f"model.d_model={d_model}",
                 f"train.seed={seed}",
@@ -66,6 +77,7 @@ def build_loop(d_model: int, members: int, engine: str, root: Path, p: int = 97,
                 "logger=none",
                 "train.plot=false",
                 "train.print_every=0",
+                f"train.pack_forward={'vmap' if engine == 'single' else engine}",
                 *extra,
             ]
         )
@@ -80,15 +92,7 @@ def build_loop(d_model: int, members: int, engine: str, root: Path, p: int = 97,
         models.append(build_model(cfg.model, task.spec))
         splits.append(task.split())
         records.append(RunRecord(cfg, root / f"{engine}_{d_model}_{members}_{i}", task))
-    previous = getattr(stack_mod, "BATCHED_ON_CPU", None)
-    if previous is not None:
-        stack_mod.BATCHED_ON_CPU = engine != "vmap"
-    try:
-        loop = Loop(records, models, splits, [None] * members, 0, device, vmap=engine != "single")
-    finally:
-        if previous is not None:
-            stack_mod.BATCHED_ON_CPU = previous
-    return loop
+    return Loop(records, models, splits, [None] * members, 0, device, vmap=engine != "single")
 
 
 def train_for(loop, epochs: int) -> float:
@@ -103,13 +107,20 @@ def train_for(loop, epochs: int) -> float:
 
 
 def compare(
-    widths, counts, epochs: int, repeats: int, engines: list[str], pack_threads: int | None = None, p: int = 97
+    widths,
+    counts,
+    epochs: int,
+    repeats: int,
+    engines: list[str],
+    pack_threads: int | None = None,
+    p: int = 97,
+    model: str = "transformer",
 ) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for d in widths:
-            loops = {("single", 1): build_loop(d, 1, "single", Path(tmp), p)}
-            loops.update({(e, m): build_loop(d, m, e, Path(tmp), p) for e in engines for m in counts})
+            loops = {("single", 1): build_loop(d, 1, "single", Path(tmp), p, model=model)}
+            loops.update({(e, m): build_loop(d, m, e, Path(tmp), p, model=model) for e in engines for m in counts})
             for loop in loops.values():  # warm-up: first-call costs out of the timings
                 train_for(loop, loop.tc.eval_every)
             seconds = {k: [] for k in loops}
@@ -125,12 +136,14 @@ def compare(
                     continue
                 per_member = statistics.median(seconds[e, m]) / epochs / m * 1e3
                 measures = ",".join(x.name for x in loops[e, m].measures)
-                row = {"d_model": d, "engine": e, "members": m, "single_ms": single, "pack_ms": per_member}
+                row = {"model": model, "p": p, "d_model": d, "engine": e, "members": m}
+                row.update(single_ms=single, pack_ms=per_member)
                 row.update(ratio=single / per_member, rounds=seconds[e, m], single_rounds=seconds["single", 1])
                 rows.append(row)
                 print(
-                    f"d_model {d:3d}  {e:7s} members {m:3d}  single {single:7.2f} ms/epoch  pack {per_member:7.3f} "
-                    f"ms/member-epoch  ratio {single / per_member:5.2f}x  ({len(loops[e, m].measures)} measures)",
+                    f"{model} p={p} d_model {d:3d}  {e:7s} members {m:3d}  single {single:7.2f} ms/epoch  "
+                    f"pack {per_member:7.3f} ms/member-epoch  ratio {single / per_member:5.2f}x  "
+                    f"({len(loops[e, m].measures)} measures)",
                     flush=True,
                 )
                 if len(loops[e, m].measures) != len(loops["single", 1].measures):
@@ -138,7 +151,7 @@ def compare(
     return rows
 
 
-def profile(widths, counts, engine: str, epochs: int) -> None:
+def profile(widths, counts, engine: str, epochs: int, p: int = 97, model: str = "transformer") -> None:
     """torch.profiler tables (self CPU time by op) of the step and of one evaluation, per width and member count;
     and the ops that fell back to a per-member loop under vmap (the fallback warning)."""
     from torch.profiler import ProfilerActivity
@@ -148,7 +161,7 @@ def profile(widths, counts, engine: str, epochs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for d in widths:
             for m in counts:
-                loop = build_loop(d, m, engine if m > 1 else "single", Path(tmp))
+                loop = build_loop(d, m, engine if m > 1 else "single", Path(tmp), p, model=model)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     loop.epoch()  # one step and one evaluation: first-call costs, and any vmap fallback warns
@@ -188,12 +201,12 @@ def measure_costs(loop, repeats: int) -> None:
     print(f"measures, ms per evaluation (per member): {', '.join(parts)}")
 
 
-def floor(widths, repeats: int, p: int = 97) -> None:
+def floor(widths, repeats: int, p: int = 97, model: str = "transformer") -> None:
     """A single run's step and evaluation on all its samples and on the first 1/64 of them (the same ops and
     launches, 1/64 of the data): the fixed cost per epoch a pack could share, and the most a pack can gain."""
     with tempfile.TemporaryDirectory() as tmp:
         for d in widths:
-            loop = build_loop(d, 1, "single", Path(tmp), p)
+            loop = build_loop(d, 1, "single", Path(tmp), p, model=model)
             full_x, full_y = dict(loop.x), dict(loop.y)
             ms: dict[tuple, list] = {}
             for _ in range(repeats):
@@ -235,6 +248,7 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true", help="a single run on all and 1/64 of its samples")
     ap.add_argument("--profile", action="store_true", help="profiler tables instead of the comparison")
     ap.add_argument("--p", type=int, default=97, help="the modulus (seed 003: 97)")
+    ap.add_argument("--model", choices=sorted(MODELS), default="transformer", help="which model (its paper's setting)")
     ap.add_argument("--quick", action="store_true", help="p=23, d_model 8, members 4, 10 epochs, one round")
     args = ap.parse_args()
     keep_freed_memory()
@@ -244,12 +258,14 @@ def main() -> None:
         args.p = 23
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), engines {args.engine}", flush=True)
     if args.floor:
-        floor(args.d_model, args.repeats, args.p)
+        floor(args.d_model, args.repeats, args.p, args.model)
     elif args.profile:
         for engine in args.engine:
-            profile(args.d_model, args.members, engine, args.epochs)
+            profile(args.d_model, args.members, engine, args.epochs, args.p, args.model)
     else:
-        compare(args.d_model, args.members, args.epochs, args.repeats, args.engine, args.pack_threads, args.p)
+        compare(
+            args.d_model, args.members, args.epochs, args.repeats, args.engine, args.pack_threads, args.p, args.model
+        )
 
 
 if __name__ == "__main__":

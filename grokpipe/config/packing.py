@@ -54,13 +54,17 @@ def shape_text(cfg: DictConfig) -> str:
     return json.dumps(shape_key(cfg), sort_keys=True, default=str)
 
 
-def group_keys(keys: list[str], max_members: int | None = None) -> list[list[int]]:
-    """Indices of `keys` grouped by equal key, in first-seen order, at most max_members each."""
+def group_keys(keys: list[str], max_members: int | None = None, caps: dict[str, int] | None = None) -> list[list[int]]:
+    """Indices of `keys` grouped by equal key, in first-seen order, at most max_members each (or caps[key] for a key
+    there: members per pack by shape)."""
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
-    size = max_members or len(keys) or 1
-    return [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]
+    out = []
+    for key, g in groups.items():
+        size = (caps or {}).get(key) or max_members or len(g)
+        out += [g[k : k + size] for k in range(0, len(g), size)]
+    return out
 
 
 def group_by_shape(cfgs: list[DictConfig], max_members: int | None = None) -> list[list[int]]:
@@ -72,28 +76,45 @@ def group_by_shape(cfgs: list[DictConfig], max_members: int | None = None) -> li
     return group_keys([shape_text(cfg) for cfg in cfgs], max_members)
 
 
-# CPU packs against single runs, per member-epoch (step + evaluation every 10 epochs, default measures, p=97, full
-# batch, fp32, one torch thread each; scripts/bench_pack.py, docs/benchmarks.md "Where a pack's time goes"):
-# model -> {d_model: (best member count, pack speed over a single run's)}. A model or width not here is unmeasured.
-CPU_PACK_MEASURED: dict[str, dict[int, tuple[int, float]]] = {
-    "transformer": {8: (8, 0.88), 16: (8, 0.83), 32: (32, 0.85)},
-}
+# CPU packs against single runs, per member-epoch (step + evaluation every 10 epochs, default measures, full batch,
+# fp32, one torch thread each, the pack computed as train.pack_forward=auto computes it on a CPU: batched for the
+# transformer and the MLP, vmap for Nanda's model; scripts/bench_pack.py, docs/benchmarks.md "Where a pack's time
+# goes"): model -> [(p of (a + b) mod p, so p^2 samples; d_model; best member count; pack speed over a single
+# run's)]. A pack's gain falls as a member's work grows (pack_work: samples x width), from launch-bound to bound by
+# per-sample arithmetic: the rule reads the nearest measured point of at least this work.
+CPU_PACK_MEASURED: dict[str, list[tuple[int, int, int, float]]] = {
+    "transformer": [
+        (23, 4, 32, 3.45), (23, 12, 32, 2.42), (23, 24, 8, 1.65), (23, 48, 8, 1.13), (23, 92, 8, 0.92),
+        (97, 8, 8, 0.88), (97, 16, 8, 0.83), (97, 32, 32, 0.85),
+    ],
+    "mlp": [
+        (23, 4, 8, 2.01), (23, 12, 8, 1.96), (23, 24, 8, 1.76), (23, 48, 8, 1.63), (23, 92, 8, 1.46),
+        (97, 8, 8, 0.83), (97, 32, 8, 0.80),
+    ],
+    "nanda": [
+        (23, 4, 32, 3.08), (23, 12, 32, 2.43), (23, 24, 32, 1.75), (23, 48, 8, 1.18), (23, 92, 8, 0.90),
+        (113, 32, 8, 1.01), (113, 128, 8, 0.88),
+    ],
+}  # fmt: skip
 # a CPU pack is chosen only where it trained at least this much faster per member (below it, two one-thread
 # processes side by side, what the local launcher runs on two cores, give more)
 CPU_PACK_MIN_GAIN = 1.1
 
 
-def cpu_pack_max_width(model: str) -> int:
-    """The widest measured d_model at which a CPU pack of `model` pays (CPU_PACK_MIN_GAIN); 0 where none does."""
-    paying = [d for d, (_, gain) in CPU_PACK_MEASURED.get(model, {}).items() if gain >= CPU_PACK_MIN_GAIN]
-    return max(paying, default=0)
+def pack_work(samples: int, d_model: int) -> int:
+    """A member's work per epoch as the rule compares it: the task's samples (all of them: the evaluation reads
+    every one) times the width."""
+    return samples * d_model
 
 
-def cpu_pack_members(model: str, d_model: int | None) -> int:
-    """Members per pack for CPU cells of `model` (its config's `name`) at `d_model`: the measured best count where a
-    pack pays at this width or a wider one, else 1 (one job per cell). Unmeasured models and widths get 1."""
-    measured = CPU_PACK_MEASURED.get(model, {})
-    if d_model is None or d_model > cpu_pack_max_width(model):
+def cpu_pack_members(model: str, d_model: int | None, samples: int) -> int:
+    """Members per pack for CPU cells of `model` (its config's `name`) at this width on a task of `samples` samples
+    (grokpipe.config.validate.task_samples): the measured best count where a pack paid at least CPU_PACK_MIN_GAIN at
+    the nearest measured work at or above this one's, else 1 (one job per cell). Unmeasured models, and work beyond
+    every measured point, get 1."""
+    if d_model is None:
         return 1
-    at = min((d for d in measured if d >= d_model), default=None)
-    return measured[at][0] if at is not None else 1
+    work = pack_work(samples, d_model)
+    points = sorted(CPU_PACK_MEASURED.get(model, []), key=lambda pt: pack_work(pt[0] * pt[0], pt[1]))
+    at = next((pt for pt in points if pack_work(pt[0] * pt[0], pt[1]) >= work), None)
+    return at[2] if at is not None and at[3] >= CPU_PACK_MIN_GAIN else 1

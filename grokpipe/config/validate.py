@@ -33,6 +33,7 @@ TRAIN_SCHEMA = {
     "deterministic": Bool(),
     "threads": Nullable(Int(1, 1024)),  # 4096 OpenMP threads crash the process (segfault in backward, 24 GiB here)
     "engine": Choice(("auto", "loop", "packed")),
+    "pack_forward": Choice(("auto", "batched", "vmap")),
     "sync_every": Int(1, 10**6),
     "cuda_graph": Bool(),
     "latest_every": Int(0, 10**9),
@@ -86,6 +87,11 @@ def task_size(cfg: DictConfig) -> int:
     return part_class(cfg, "task").size_of(cfg.task)
 
 
+def task_samples(cfg: DictConfig) -> int:
+    """How many samples the task has (train and validation together), without building the data."""
+    return part_class(cfg, "task").n_samples_of(cfg.task)
+
+
 def apply_ratio(cfg: DictConfig) -> None:
     """With `model.ratio` set, d_model = ratio * task size rounded to a multiple of the head count (at least one)."""
     if cfg.model.get("ratio") is None:
@@ -131,6 +137,7 @@ class Run:
     group: str | None  # the W&B group (logger.group; a sweep's cell: the sweep's group unless set)
     precision: str  # train.precision; `auto` until the machine is known, then fp32 or bf16
     engine: str  # train.engine; `auto` until the machine is known, then loop or packed
+    pack_forward: str  # train.pack_forward; `auto` until the machine is known, then batched or vmap
     machine: Machine | None = None  # where it was resolved (None: checked where it is launched, not where it trains)
     coords: dict = field(default_factory=dict)  # a sweep cell's coordinates (swept keys but the seed), where planned
 
@@ -168,6 +175,22 @@ def choose_engine(cfg: DictConfig, machine: Machine | None) -> str:
     if cfg.train.engine != "auto" or machine is None:
         return cfg.train.engine
     return "packed" if machine.device == "cuda" else "loop"
+
+
+def choose_pack_forward(cfg: DictConfig, machine: Machine | None, model_class: type) -> str:
+    """How a pack computes its members: `train.pack_forward`, with auto resolved where the machine is known: batched
+    (the model's `forward_members`) on a CPU where the model has one (faster than vmap there, docs/benchmarks.md
+    "Where a pack's time goes"), vmap elsewhere. ConfigError for batched on a model without one."""
+    choice = cfg.train.pack_forward
+    has = hasattr(model_class, "forward_members")
+    if choice == "batched" and not has:
+        raise ConfigError(
+            f"train.pack_forward='batched' is not allowed: model {cfg.model.name!r} has no hand-batched forward "
+            "(forward_members); use vmap or auto"
+        )
+    if choice != "auto" or machine is None:
+        return choice
+    return "batched" if has and machine.device == "cpu" else "vmap"
 
 
 def prepare(
@@ -236,6 +259,7 @@ def prepare(
             cfg.logger.group = sweep_group(str(sweep_dir))
         if machine is not None:  # resolved once, before the run record: a resume that resolves otherwise is refused
             cfg.train.precision = choose_precision(cfg, machine)
+        cfg.train.pack_forward = choose_pack_forward(cfg, machine, classes["model"])
     size = task_size(cfg)
     d_model = cfg.model.get("d_model")
     last, unit = budget(cfg.train)
@@ -244,7 +268,7 @@ def prepare(
     return Run(
         cfg=cfg, d_model=d_model, task_size=size, ratio=None if d_model is None else d_model / size, budget=last,
         unit=unit, group=cfg.logger.get("group"), precision=cfg.train.precision, engine=choose_engine(cfg, machine),
-        machine=machine, coords=coords,
+        pack_forward=cfg.train.pack_forward, machine=machine, coords=coords,
     )  # fmt: skip
 
 

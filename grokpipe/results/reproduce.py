@@ -117,6 +117,7 @@ def recorded_config(run_dir: Path) -> DictConfig:
         raise ConfigError(f"{path} does not parse: {str(exc).splitlines()[0]}") from None
     if "pack" in cfg:
         del cfg["pack"]
+    _fill_pack_forward(cfg)
     _fill_train_defaults(cfg)
     _fill_logger_target(cfg)
     return cfg
@@ -150,6 +151,13 @@ def _fill_logger_target(cfg: DictConfig) -> None:
     if option is not None:
         with open_dict(cfg):
             cfg.logger["_target_"] = OmegaConf.load(option)["_target_"]
+
+
+def _fill_pack_forward(cfg: DictConfig) -> None:
+    """A pack made before train.pack_forward existed computed its members through vmap: it re-runs so."""
+    if isinstance(cfg.get("train"), DictConfig) and "pack_forward" not in cfg.train:
+        with open_dict(cfg):
+            cfg.train.pack_forward = "vmap"
 
 
 def _fill_train_defaults(cfg: DictConfig) -> None:

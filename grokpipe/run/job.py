@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from grokpipe.core.cells import FAILED, PACKS, mark_failed, read_pack
+from grokpipe.core.cells import FAILED, PACKS, read_pack
 from grokpipe.core.errors import ConfigError
 from grokpipe.core.outputs import StorageError, write_summary
 
@@ -65,7 +65,9 @@ def run_one(cfg: DictConfig, run_dir: Path, sweep_dir: str | None) -> float | No
 
 def run_pack(sweep_dir: Path, k: int) -> list:
     """Train pack k of a packed sweep (its cells' configs were written to their dirs by the sweeper).
-    A pack that fails records the error in each of its unfinished cells. Returns the cells' grok epochs."""
+    A pack that raises is trained again cell by cell, each resuming from its own checkpoint alone, so a fault of one
+    cell (its files, its dir) fails that cell only; a cell that fails alone records its error. Returns the cells'
+    grok epochs."""
     from grokpipe.run.train import train
 
     plan = read_pack(sweep_dir, k)
@@ -74,18 +76,27 @@ def run_pack(sweep_dir: Path, k: int) -> list:
     dirs = [Path(d) for d in plan["dirs"]]
     cfgs = [OmegaConf.load(d / ".hydra" / "config.yaml") for d in dirs]
     print(f"pack {k}: cells {', '.join(map(str, plan['cells']))}", flush=True)
-    try:
-        summaries = train(cfgs, dirs, str(sweep_dir))
-    except (ConfigError, StorageError) as exc:
-        message = exc.strerror if isinstance(exc, StorageError) else str(exc)
-        print(f"error: {message}", file=sys.stderr)
-        mark_failed(sweep_dir, k, message)
-        return [None] * len(dirs)
-    except Exception as exc:
-        traceback.print_exc()
-        mark_failed(sweep_dir, k, f"{type(exc).__name__}: {exc}")
-        return [None] * len(dirs)
-    return [s.get("grok_epoch") for s in summaries]
+    if len(dirs) > 1:
+        try:
+            return [s.get("grok_epoch") for s in train(cfgs, dirs, str(sweep_dir))]
+        except Exception as exc:  # noqa: BLE001 - whatever it was, each cell alone says whether it was its own
+            what = exc.strerror if isinstance(exc, StorageError) else str(exc).splitlines()[0] if str(exc) else ""
+            print(f"pack {k} stopped ({type(exc).__name__}: {what}); its cells go on one by one", flush=True)
+    epochs = []
+    for run_dir, cfg in zip(dirs, cfgs):
+        try:
+            (summary,) = train([cfg], [run_dir], str(sweep_dir))
+            epochs.append(summary.get("grok_epoch"))
+            continue
+        except (ConfigError, StorageError) as exc:
+            message = exc.strerror if isinstance(exc, StorageError) else str(exc)
+            print(f"error: {run_dir}: {message}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - an unexpected error keeps its traceback in the job's log
+            traceback.print_exc()
+            message = f"{type(exc).__name__}: {exc}"
+        _record_failure(run_dir, cfg, message)
+        epochs.append(None)
+    return epochs
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, error: str) -> None:

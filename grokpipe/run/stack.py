@@ -3,11 +3,12 @@
 `ModuleStack` holds one member as an ordinary module whose parameters are views into the [1, P] row (and whose
 gradients accumulate into a [1, P] buffer): a single run on the CPU, at the module's own speed. `VmapStack` holds
 M members as one functional model, `torch.vmap` over `torch.func.functional_call`: a pack, or a single run on CUDA,
-where the step can be captured in a CUDA graph (`GraphedStep`). With `BATCHED_ON_CPU` a CPU pack of a model that
-has `forward_members(params, x)` (the built-in transformer and MLP) is computed by it instead of vmap: the same
-function, hand-batched over the member axis (one batched matmul per linear map, one call per element-wise op for
-the whole pack); off by default (below). Both give the optimiser the same `flat` and `grad`, and both export and
-import a member as the module's plain state_dict, so a checkpoint is the same either way.
+where the step can be captured in a CUDA graph (`GraphedStep`). With `train.pack_forward=batched` (auto's choice on
+a CPU) a pack of a model that has `forward_members(params, x)` (the built-in transformer and MLP) is computed by it
+instead of vmap: the same function, hand-batched over the member axis (one batched matmul per linear map, one call
+per element-wise op for the whole pack). Both give the optimiser the same `flat` and `grad`, and both export and
+import a member as the module's plain state_dict, so a checkpoint is the same either way; the two round differently
+(equal in float64 to rounding), so a pack re-runs bit for bit with the forward it was made with.
 """
 
 from __future__ import annotations
@@ -82,14 +83,6 @@ class ModuleStack:
                 p.copy_(state[name])
 
 
-# Whether a CPU pack computes a model's `forward_members` (hand-batched over the members) rather than vmap. Off: it is
-# about 1.1x faster than vmap per member, still slower than single runs (docs/benchmarks.md, "Where a pack's time
-# goes"), and not bitwise the vmap pack (a 300-epoch pair made with vmap re-ran through it parts at epoch 290, within
-# the float64 parity but not exact), so packs made before would no longer re-run exactly. scripts/bench_pack.py
-# `--engine batched` measures it.
-BATCHED_ON_CPU = False
-
-
 class VmapStack:
     def __init__(self, models: list[nn.Module], batched: bool = False) -> None:
         ref = models[0]
@@ -143,11 +136,12 @@ class VmapStack:
             self.flat[i] = torch.cat([state[n].reshape(-1).to(self.flat) for n in self.names])
 
 
-def make_stack(models: list[nn.Module], vmap: bool) -> ModuleStack | VmapStack:
+def make_stack(models: list[nn.Module], vmap: bool, forward: str = "vmap") -> ModuleStack | VmapStack:
+    """The module itself for a single run (vmap False), else a VmapStack computing its members by `forward`
+    (train.pack_forward as resolved: batched or vmap)."""
     if len(models) == 1 and not vmap:
         return ModuleStack(models[0])
-    cpu = all(p.device.type == "cpu" for p in models[0].parameters())
-    return VmapStack(models, batched=BATCHED_ON_CPU and cpu)
+    return VmapStack(models, batched=forward == "batched")
 
 
 class GraphedStep:

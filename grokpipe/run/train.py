@@ -149,7 +149,7 @@ class Loop:
         self.records, self.start, self.device, self.tc = records, start, device, tc
         self.last, self.unit = budget(tc)  # the loop counts epochs, or optimizer steps on random batches
         self.task = records[0].task
-        self.stack = make_stack(models, vmap=vmap)
+        self.stack = make_stack(models, vmap=vmap, forward=tc.pack_forward)
         self.optimizer = build_optimizer(self.stack.flat, [r.cfg.optim for r in records], self.stack.layout)
         self.loss = build_loss(cfg.loss)
         self.measures = []

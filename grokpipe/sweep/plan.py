@@ -268,16 +268,31 @@ def plan_cells(
     return Plan(planned, [r.cfg for r in runs])
 
 
-def group_packs(plan: Plan, shape_of: Callable[[Any], str], max_members: int | None) -> list[list[int]]:
+def group_packs(
+    plan: Plan, shape_of: Callable[[Any], str], max_members: int | None, caps: dict[str, int] | None = None
+) -> list[list[int]]:
     """Positions in plan.cells grouped by shape (`shape_of` a class config, as text: a class's cells share it), in
-    grokpipe.config.packing.group_by_shape's order, at most `max_members` a pack; one key per class."""
+    grokpipe.config.packing.group_by_shape's order, at most `max_members` a pack (or caps[shape] for a shape there);
+    one key per class."""
     from grokpipe.config.packing import group_keys
 
     keys: dict[int, str] = {}
     for cell in plan.cells:
         if cell.cls not in keys:
             keys[cell.cls] = shape_of(plan.configs[cell.cls])
-    return group_keys([keys[cell.cls] for cell in plan.cells], max_members)
+    return group_keys([keys[cell.cls] for cell in plan.cells], max_members, caps)
+
+
+def fill_slots(packs: list[list[int]], slots: int, cost: Callable[[list[int]], float]) -> list[list[int]]:
+    """Packs for a launcher that runs `slots` jobs at a time: the costliest pack halved while there are fewer packs
+    than slots (so no slot idles while cells wait in a pack), then ordered costliest first (the longest job does not
+    start last). `cost`: a pack's expected work."""
+    packs = [list(p) for p in packs]
+    while len(packs) < slots and any(len(p) > 1 for p in packs):
+        big = max((p for p in packs if len(p) > 1), key=cost)
+        k = packs.index(big)
+        packs[k : k + 1] = [big[: (len(big) + 1) // 2], big[(len(big) + 1) // 2 :]]
+    return sorted(packs, key=cost, reverse=True)
 
 
 # ---------------------------------------------------------------------------------------------------- the boundary

@@ -20,7 +20,16 @@ from omegaconf import OmegaConf, open_dict
 import grokpipe.core.split as split
 from grokpipe.core.cells import PACK_DIRS, CellDied, write_cells, write_packs
 from grokpipe.core.errors import ConfigError, fail
-from grokpipe.sweep.plan import ELLIPSIS, GridSettings, GridSweeperConf, Plan, expand_ellipsis, group_packs, plan_cells
+from grokpipe.sweep.plan import (
+    ELLIPSIS,
+    GridSettings,
+    GridSweeperConf,
+    Plan,
+    expand_ellipsis,
+    fill_slots,
+    group_packs,
+    plan_cells,
+)
 
 __all__ = ["GridSweeper", "expand_ellipsis"]
 
@@ -43,9 +52,11 @@ class GridSweeper(BasicSweeper):
     def packs(self, cfgs: list) -> bool:
         """Whether these cells train packed: `pack` itself, or for auto where packing pays: on a GPU (the cells name
         train.device=cuda, or leave it at auto with a GPU in reach: SLURM's gpus_per_node for a SLURM cell, else this
-        machine's), and on a CPU only where the measured rule says a pack trains faster per member than single runs
-        side by side (grokpipe.config.packing.cpu_pack_members; as measured, no width: docs/benchmarks.md, "Where a
-        pack's time goes"). `cfgs`: the composed cells (one per class)."""
+        machine's), and on a CPU for the shapes where the measured rule says a pack trains faster per member than
+        single runs side by side (grokpipe.config.packing.cpu_pack_members: by model, width and task size; a shape
+        where it does not pay is one job per cell; members per pack in `self.caps`, or max_members where set).
+        `cfgs`: the composed cells (one per class)."""
+        self.caps = None
         if self.pack != "auto":
             return bool(self.pack)
         device, launcher = cfgs[0].train.device, cfgs[0].hydra.launcher
@@ -60,18 +71,25 @@ class GridSweeper(BasicSweeper):
         if gpu:
             log.info("hydra.sweeper.pack=auto: packed (GPU cells)")
             return True
-        from grokpipe.config.packing import cpu_pack_members
+        from grokpipe.config.packing import cpu_pack_members, shape_text
+        from grokpipe.config.validate import task_samples
 
-        members = [cpu_pack_members(c.model.name, c.model.get("d_model")) for c in cfgs]
-        packed = device != "mps" and min(members) > 1
-        if packed and self.max_members is None:
-            self.max_members = min(members)
-        widths = sorted({c.model.get("d_model") for c in cfgs if c.model.get("d_model") is not None})
-        span = "" if not widths else f", d_model {widths[0]}" + (f" to {widths[-1]}" if len(widths) > 1 else "")
-        why = f"CPU cells{span}"
-        verdict = f"packed, {min(members)} a pack" if packed else "one job per cell: a CPU pack does not pay here"
-        log.info(f"hydra.sweeper.pack=auto: {verdict} ({why}; docs/benchmarks.md)")
-        return packed
+        members = {
+            shape_text(c): (cpu_pack_members(c.model.name, c.model.get("d_model"), task_samples(c)), c) for c in cfgs
+        }
+        paying = {k: n for k, (n, _) in members.items() if n > 1}
+        if device == "mps" or not paying:
+            log.info(f"hydra.sweeper.pack=auto: one job per cell: a CPU pack does not pay here ({_span(cfgs)})")
+            return False
+        self.caps = {k: (self.max_members or paying[k]) if k in paying else 1 for k in members}
+        packed = [c for k, (_, c) in members.items() if k in paying]
+        alone = [c for k, (_, c) in members.items() if k not in paying]
+        rest = f"; one job per cell at {_span(alone)}" if alone else ""
+        log.info(
+            f"hydra.sweeper.pack=auto: packed at {_span(packed)}, up to {max(self.caps.values())} a pack{rest} "
+            '(CPU cells; docs/benchmarks.md, "Where a pack\'s time goes")'
+        )
+        return True
 
     def sweep(self, arguments: list[str]):
         try:
@@ -161,7 +179,10 @@ class GridSweeper(BasicSweeper):
         from grokpipe.config.packing import shape_text
         from grokpipe.core.cells import read_packs
 
-        packs = group_packs(Plan(cells, plan.configs), shape_text, self.max_members)
+        packs = group_packs(Plan(cells, plan.configs), shape_text, self.max_members, getattr(self, "caps", None))
+        slots = getattr(self.launcher, "slots", None)  # a launcher that runs several jobs at a time on this machine
+        if callable(slots):
+            packs = fill_slots(packs, slots(), lambda pack: sum(_work(plan.configs[cells[i].cls]) for i in pack))
         texts = {}  # per class: its run config as YAML with a marker where the seed goes (one dump a class)
         for cell in cells:
             if cell.cls not in texts:
@@ -181,7 +202,7 @@ class GridSweeper(BasicSweeper):
         new = [{"pack": k0 + k, "cells": [cells[i].num for i in m], "dirs": [cells[i].dir for i in m]}
                for k, m in enumerate(packs)]  # fmt: skip
         write_packs(sweep_dir, previous + new)
-        log.info(f"Packing {len(cells)} cells into {len(packs)} job{'s' * (len(packs) != 1)} (one per shape)")
+        log.info(f"Packing {len(cells)} cells into {len(packs)} job{'s' * (len(packs) != 1)} (by shape)")
         for k, members in enumerate(packs):
             log.info(f"\tpack {k0 + k}: cells {', '.join(str(cells[i].num) for i in members)}")
         jobs = [[*cells[m[0]].overrides, f"+pack={k0 + k}", f"hydra.sweep.subdir={PACK_DIRS}/{k0 + k}"]
@@ -198,3 +219,21 @@ class GridSweeper(BasicSweeper):
 
     def validate_batch_is_legal(self, batch) -> None:
         """Every cell was composed and checked in check_cells already."""
+
+
+def _span(cfgs: list) -> str:
+    """The widths of these cells, as text: `d_model 8 to 32` (task sizes too where they differ)."""
+    from grokpipe.config.validate import task_size
+
+    widths = sorted({c.model.get("d_model") for c in cfgs if c.model.get("d_model") is not None})
+    sizes = sorted({task_size(c) for c in cfgs})
+    text = "" if not widths else f"d_model {widths[0]}" + (f" to {widths[-1]}" if len(widths) > 1 else "")
+    return text + (f" (task size {', '.join(map(str, sizes))})" if len(sizes) > 1 else f" (p={sizes[0]})")
+
+
+def _work(cfg) -> float:
+    """A cell's expected work, to order pack jobs: its budget times a member's work per epoch."""
+    from grokpipe.config.packing import pack_work
+    from grokpipe.config.validate import budget, task_samples
+
+    return budget(cfg.train)[0] * pack_work(task_samples(cfg), cfg.model.get("d_model") or 1)

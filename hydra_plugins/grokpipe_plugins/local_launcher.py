@@ -33,6 +33,10 @@ class LocalLauncher(Launcher):
     ) -> None:
         self.n_jobs, self.threads_per_job, self.status_every_s = n_jobs, threads_per_job, status_every_s
 
+    def slots(self) -> int:
+        """How many jobs run at a time when there are enough: n_jobs, or one per core."""
+        return max(1, self.n_jobs or os.cpu_count() or 1)
+
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
@@ -63,7 +67,7 @@ class LocalLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(self.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
         cores = os.cpu_count() or 1
-        n_jobs = max(1, min(self.n_jobs or cores, len(job_overrides)))
+        n_jobs = max(1, min(self.slots(), len(job_overrides)))
         threads = self.threads_per_job or max(1, cores // n_jobs)
         log.info(f"Launching {len(job_overrides)} jobs locally: {n_jobs} at a time, {threads} torch thread(s) each")
 

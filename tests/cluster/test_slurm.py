@@ -102,7 +102,14 @@ def test_a_jobs_per_user_limit_sends_the_rest_as_earlier_cells_finish(tmp_path):
     of 2, and the third as a job of its own once one of those has finished."""
     sweep = tmp_path / "sw"
     run = [o if not o.startswith("train.max_epochs=") else "train.max_epochs=30" for o in TINY]
-    args = ["-m", "hydra/launcher=slurm", *run, "train.seed=0,1,2", "hydra.launcher.max_submit_jobs=2"]
+    args = [
+        "-m",
+        "hydra/launcher=slurm",
+        *run,
+        "train.seed=0,1,2",
+        "hydra.launcher.max_submit_jobs=2",
+        *ONE_JOB_PER_CELL,
+    ]
     r = launch([*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     first, second = _array_jobs(sweep)

@@ -131,5 +131,5 @@ def test_bench_pack_quick_prints_a_ratio():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("d_model")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("transformer p=23 d_model")]
     assert len(lines) == 2 and all("members   4" in line and "x  (" in line for line in lines)

@@ -138,6 +138,26 @@ def test_a_packed_cell_re_runs_in_its_pack_bit_for_bit(tmp_path):
     assert report["verdict"] == "exact" and report["pack"] == [str(sweep / "0"), str(sweep / "1")]
     assert [w["identical"] for w in report["weights"]] == [True, True]  # epochs 20 and 40
     assert (tmp_path / "again" / "pack_members" / "0" / "metrics.csv").is_file()
+    assert OmegaConf.load(sweep / "1" / ".hydra" / "config.yaml").train.pack_forward == "auto"  # batched on a CPU
+
+
+def test_a_pack_made_before_pack_forward_re_runs_through_vmap_bit_for_bit(tmp_path):
+    """A pack recorded without train.pack_forward (made when every pack was vmap) re-runs through vmap, exactly;
+    today's CPU default (batched) rounds otherwise, so the re-run would part."""
+    sweep = tmp_path / "sw"
+    args = ["-m", *SMALL, "train.seed=0,1", "hydra.sweeper.pack=true", "logger=none", "train.threads=1"]
+    made = launch([*args, "train.pack_forward=vmap", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-3000:]
+    for cell in ("0", "1"):
+        path = sweep / cell / ".hydra" / "config.yaml"
+        old = OmegaConf.load(path)
+        del old.train["pack_forward"]
+        OmegaConf.save(old, path)
+    result = run_script("reproduce", str(sweep / "0"), "--out", str(tmp_path / "again"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "again" / "reproduce.json").read_text())
+    assert report["verdict"] == "exact" and [w["identical"] for w in report["weights"]] == [True, True]
+    assert OmegaConf.load(tmp_path / "again" / ".hydra" / "config.yaml").train.pack_forward == "vmap"
 
 
 def test_reproduce_from_a_database_row(tmp_path):

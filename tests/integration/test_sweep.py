@@ -147,12 +147,17 @@ def test_local_sweep_writes_every_cell_and_the_summary(tmp_path):
     assert s["summary"]["phase_diagram"]["_type"] == "image-file"
 
 
-def test_a_failing_cell_leaves_the_others_and_fails_the_command(tmp_path):
+@pytest.mark.parametrize("how", [["hydra/launcher=local"], ["hydra.sweeper.pack=true"]], ids=["local", "one-pack"])
+def test_a_failing_cell_leaves_the_others_and_fails_the_command(tmp_path, how):
+    """Alone or in a pack: a pack that raises trains its cells again one by one, so only the faulty cell fails."""
     sweep = tmp_path / "sw"
     # a directory where cell 1's metrics.csv goes: it raises at run time on any machine, past every validation
     (sweep / "1" / "metrics.csv").mkdir(parents=True)
-    r = launch(["-m", "train.seed=0,1", *TINY, "hydra/launcher=local", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    r = launch(["-m", "train.seed=0,1", *TINY, *how, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert r.returncode == 1
+    if how == ["hydra.sweeper.pack=true"]:
+        assert [p["cells"] for p in json.loads((sweep / PACKS).read_text())] == [[0, 1]]
+        assert "pack 0 stopped (IsADirectoryError: " in r.stdout and "its cells go on one by one" in r.stdout
     ok = json.loads((sweep / "0" / "summary.json").read_text())
     failed = json.loads((sweep / "1" / "summary.json").read_text())
     assert ok["status"] == "completed" and failed["status"] == "failed"
@@ -166,7 +171,10 @@ def test_a_failing_cell_leaves_the_others_and_fails_the_command(tmp_path):
 
 @pytest.mark.parametrize("launcher", ["basic", "local"])
 def test_packed_sweep_trains_one_job_per_shape_with_single_run_outputs(tmp_path, launcher):
+    """One job per shape in process; on the local launcher with 4 slots each shape's pack is halved, so every slot
+    has a job."""
     sweep = tmp_path / "sw"
+    slots = ["hydra.launcher.n_jobs=4"] if launcher == "local" else []
     r = launch(
         [
             "-m",
@@ -176,14 +184,20 @@ def test_packed_sweep_trains_one_job_per_shape_with_single_run_outputs(tmp_path,
             "train.seed=0,1",
             "hydra.sweeper.pack=true",
             f"hydra/launcher={launcher}",
+            *slots,
             f"hydra.sweep.dir={sweep}",
         ],
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "Packing 8 cells into 2 jobs (one per shape)" in r.stderr + r.stdout
+    jobs = 4 if slots else 2
+    assert f"Packing 8 cells into {jobs} jobs (by shape)" in r.stderr + r.stdout
     plan = json.loads((sweep / "packs.json").read_text())
-    assert sorted(len(p["cells"]) for p in plan) == [4, 4] and (sweep / "packs" / "1").is_dir()
+    assert sorted(len(p["cells"]) for p in plan) == [8 // jobs] * jobs and (sweep / "packs" / str(jobs - 1)).is_dir()
+    widths = [{json.loads((sweep / str(c) / "summary.json").read_text())["d_model"] for c in p["cells"]} for p in plan]
+    assert all(len(w) == 1 for w in widths)  # a pack is of one shape
+    if slots:  # the costlier shape (d_model 16) first
+        assert [w.pop() for w in widths] == [16, 16, 8, 8]
     summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in range(8)]
     assert sorted((s["d_model"], s["wd"], s["seed"]) for s in summaries) == sorted(
         itertools.product((8, 16), (0.1, 1.0), (0, 1))
@@ -248,40 +262,57 @@ def test_pack_auto_packs_gpu_cells_and_cpu_cells_only_where_the_measured_rule_sa
 
     from hydra_plugins.grokpipe_plugins.grid_sweeper import GridSweeper
 
-    def decide(device: str, launcher: dict, d_model: int = 64) -> bool:
-        sweeper = GridSweeper.__new__(GridSweeper)  # the decision alone, without Hydra's sweeper setup
-        sweeper.pack = "auto"
-        sweeper.max_members = None
-        cell = {"train": {"device": device}, "hydra": {"launcher": launcher},
-                "model": {"name": "transformer", "d_model": d_model}}  # fmt: skip
-        return sweeper.packs([OmegaConf.create(cell)])
+    def cell(device: str, launcher: dict, d_model: int, p: int):
+        task = {"_target_": "grokpipe.tasks.modular.ModularTask", "p": p, "op": "add"}
+        return OmegaConf.create({"train": {"device": device}, "hydra": {"launcher": launcher}, "task": task,
+                                 "model": {"name": "transformer", "d_model": d_model}})  # fmt: skip
+
+    def sweeper():
+        s = GridSweeper.__new__(GridSweeper)  # the decision alone, without Hydra's sweeper setup
+        s.pack, s.max_members = "auto", None
+        return s
+
+    def decide(device: str, launcher: dict, d_model: int = 64, p: int = 97) -> bool:
+        return sweeper().packs([cell(device, launcher, d_model, p)])
 
     slurm = {"gpus_per_node": 0}
     assert decide("cuda", {}) and not decide("cpu", {}) and not decide("mps", {})
     assert decide("auto", {**slurm, "gpus_per_node": 1}) and not decide("auto", slurm)
     assert decide("auto", {}) is __import__("torch").cuda.is_available()  # local and in-process: this machine
-    # as measured on this CPU no width packs (a pack of 8 trained 0.83-0.88x as fast per member as single runs)
+    # as measured on this CPU: at p=97 no width packs (0.83-0.88x per member); at p=23 the narrow widths do
     assert not decide("cpu", {}, d_model=8) and not decide("auto", slurm, d_model=4)
-    # where a measurement says a pack pays, it packs up to that width, with the measured member count
+    assert decide("cpu", {}, d_model=12, p=23) and not decide("cpu", {}, d_model=92, p=23)
+    assert not decide("mps", {}, d_model=8, p=23)
+    # a grid of mixed widths: the paying shapes packed with their measured member count, the others one job a cell
+    from grokpipe.config.packing import shape_text
+
+    mixed = sweeper()
+    cells = [cell("cpu", {}, d, 23) for d in (4, 92)]
+    assert mixed.packs(cells)
+    assert mixed.caps == {shape_text(cells[0]): 32, shape_text(cells[1]): 1}
+    capped = sweeper()
+    capped.max_members = 5  # the user's max_members wins where packing pays
+    assert capped.packs(cells) and capped.caps == {shape_text(cells[0]): 5, shape_text(cells[1]): 1}
+    # where a measurement says a pack pays at p=97 too, it packs there
     import grokpipe.config.packing as packing
 
-    monkeypatch.setitem(packing.CPU_PACK_MEASURED, "transformer", {8: (8, 1.6), 16: (8, 1.2), 32: (32, 0.9)})
-    assert decide("cpu", {}, d_model=8) and decide("cpu", {}, d_model=16) and not decide("cpu", {}, d_model=32)
-    assert not decide("mps", {}, d_model=8)
-    mixed = GridSweeper.__new__(GridSweeper)
-    mixed.pack, mixed.max_members = "auto", None
-    cells = [{"train": {"device": "cpu"}, "hydra": {"launcher": {}}, "model": {"name": "transformer", "d_model": d}}
-             for d in (16, 32)]  # fmt: skip
-    assert not mixed.packs([OmegaConf.create(c) for c in cells])  # a grid of mixed widths: one job per cell
-    narrow = [OmegaConf.create({**cells[0], "model": {"name": "transformer", "d_model": 8}})]
-    assert mixed.packs(narrow) and mixed.max_members == 8
+    monkeypatch.setitem(packing.CPU_PACK_MEASURED, "transformer", [(97, 8, 8, 1.6), (97, 32, 32, 0.9)])
+    assert decide("cpu", {}, d_model=8) and not decide("cpu", {}, d_model=32)
     monkeypatch.undo()
-    # the default (auto) on this CPU: one job per cell, no pack plan
+    # the default (auto) on this CPU: the small MLP at p=23 packs (1.46x per member or more measured there), at p=97
+    # it runs one job per cell, no pack plan
     sweep = tmp_path / "sw"
     r = launch(["-m", *TINY, "train.max_epochs=20", "train.seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     if not __import__("torch").cuda.is_available():
-        assert "pack=auto: one job per cell" in r.stderr + r.stdout and not (sweep / PACKS).exists()
+        assert "pack=auto: packed at d_model 64 (p=23), up to 8 a pack (CPU cells" in r.stderr + r.stdout
+        assert [p["cells"] for p in json.loads((sweep / PACKS).read_text())] == [[0, 1]]  # in process: one job
+        wide = tmp_path / "wide"
+        args = ["-m", *TINY, "task.p=97", "train.max_epochs=10", "train.seed=0,1", f"hydra.sweep.dir={wide}"]
+        r = launch(args, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "pack=auto: one job per cell: a CPU pack does not pay here (d_model 64 (p=97))" in r.stderr + r.stdout
+        assert not (wide / PACKS).exists()
     bad = launch(["-m", *TINY, "train.seed=0,1", "hydra.sweeper.pack=maybe", f"hydra.sweep.dir={sweep}2"], cwd=tmp_path)
     assert bad.returncode == 2 and "hydra.sweeper.pack=maybe is not allowed: true, false or auto" in bad.stderr
 

@@ -15,7 +15,15 @@ TINY = ["model=mlp", "task.p=23", "train.max_epochs=30", "logger=none", "train.p
 def test_a_local_sweep_shows_its_progress_and_ends_on_the_summary_counts(tmp_path):
     sweep = tmp_path / "sw"
     (sweep / "1" / "metrics.csv").mkdir(parents=True)  # cell 1 fails at run time, on any machine
-    args = ["-m", *TINY, "train.seed=0,1,2,3", "hydra/launcher=local", "hydra.launcher.n_jobs=2"]
+    # one job per cell (not packed): the line counts jobs starting and ending
+    args = [
+        "-m",
+        *TINY,
+        "train.seed=0,1,2,3",
+        "hydra/launcher=local",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.pack=false",
+    ]
     r = launch([*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert r.returncode == 1, r.stderr[-3000:]
     lines = [line for line in r.stderr.splitlines() if line.startswith("sweep: ")]

@@ -21,6 +21,7 @@ BAD = [
     (["model.d_model=abc"], "model.d_model='abc'", "integer"),
     (["train.sync_every=0"], "train.sync_every=0", "integer in 1..1000000"),
     (["train.engine=fast"], "train.engine='fast'", "one of auto, loop, packed"),
+    (["model=nanda", "train.pack_forward=batched"], "train.pack_forward='batched'", "no hand-batched forward"),
     (["train.cuda_graph=maybe"], "train.cuda_graph='maybe'", "true or false"),
     (["optim.betas=[1.5,0.9]"], "optim.betas[0]=1.5", "in [0, 1)"),
     (["optim.betas=[0.9]"], "optim.betas=[0.9]", "list of 2 values"),

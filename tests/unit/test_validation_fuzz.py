@@ -170,6 +170,7 @@ TRAIN = {
     "deterministic": True,
     "threads": None,
     "engine": "auto",
+    "pack_forward": "auto",
     "sync_every": 10,
     "cuda_graph": True,
     "latest_every": 100,
@@ -344,6 +345,7 @@ DOMAIN = {
     "train.deterministic": flag,
     "train.threads": nullable(integer(1, 1024)),
     "train.engine": choice("auto", "loop", "packed"),
+    "train.pack_forward": choice("auto", "batched", "vmap"),
     "train.sync_every": integer(1, 10**6),
     "train.cuda_graph": flag,
     "train.latest_every": integer(0, 10**9),
@@ -693,6 +695,8 @@ VALUES = {
     "train.deterministic": (some(True, False), ["yes", 1]),
     "train.threads": (some(None, 1, 2), [64, 1025, 4096, 0]),  # 64: a high count that still trains in a test
     "train.engine": (some("auto", "loop", "packed"), ["fast", "vmap"]),
+    # batched is refused for a model without a hand-batched forward (a cross-key rule of its own test)
+    "train.pack_forward": (some("auto", "vmap"), ["fast", "loop", "Batched"]),
     "train.sync_every": (some(1, 10), [10**6, 10**6 + 1]),
     "train.cuda_graph": (some(True, False), ["maybe", 1]),
     "train.latest_every": (some(0, 1, 3), [10**9, 10**9 + 1, -1]),
