@@ -34,6 +34,7 @@ TRAIN_SCHEMA = {
     "threads": Nullable(Int(1, 1024)),  # 4096 OpenMP threads crash the process (segfault in backward, 24 GiB here)
     "engine": Choice(("auto", "loop", "packed")),
     "pack_forward": Choice(("auto", "batched", "vmap")),
+    "compile": Choice(("never", "always", "auto")),
     "sync_every": Int(1, 10**6),
     "cuda_graph": Bool(),
     "latest_every": Int(0, 10**9),
@@ -138,6 +139,7 @@ class Run:
     precision: str  # train.precision; `auto` until the machine is known, then fp32 or bf16
     engine: str  # train.engine; `auto` until the machine is known, then loop or packed
     pack_forward: str  # train.pack_forward; `auto` until the machine is known, then batched or vmap
+    compile: str  # train.compile; `auto` until the machine is known, then always or never
     machine: Machine | None = None  # where it was resolved (None: checked where it is launched, not where it trains)
     coords: dict = field(default_factory=dict)  # a sweep cell's coordinates (swept keys but the seed), where planned
 
@@ -191,6 +193,45 @@ def choose_pack_forward(cfg: DictConfig, machine: Machine | None, model_class: t
     if choice != "auto" or machine is None:
         return choice
     return "batched" if has and machine.device == "cpu" else "vmap"
+
+
+# train.compile=auto: a single CPU run is compiled where its budget is at least COMPILE_MIN_BUDGET epochs (or steps)
+# and a compiled run of its work (samples x width, as grokpipe.config.packing.pack_work) was measured at least
+# COMPILE_MIN_GAIN faster per epoch, read at the nearest measured work at or above the run's. Compiling costs about
+# 35 s cold (an empty cache) and 5-6 s warm; at the measured points the warm compile repaid after 304 (p=97,
+# d_model 32) to 5,177 epochs (p=23, 24), the cold one after 2,005 to 34,382 (scripts/bench_compile.py,
+# docs/benchmarks.md "Compiling a run"). seed 003's transformer: (p, d_model, compiled speed over eager).
+COMPILE_MEASURED: dict[str, list[tuple[int, int, float]]] = {
+    "transformer": [(23, 24, 1.42), (97, 8, 1.46), (97, 32, 1.41), (97, 128, 0.98)],
+}
+COMPILE_MIN_BUDGET = 6000
+COMPILE_MIN_GAIN = 1.1
+COMPILERS = ("c++", "g++", "clang++")  # inductor's CPU code is C++: without one on PATH it cannot compile
+
+
+def compile_pays(model: str, d_model: int | None, samples: int) -> bool:
+    """Whether a compiled run of `model` at this width on `samples` samples was measured faster by COMPILE_MIN_GAIN,
+    at the nearest measured work at or above its own (an unmeasured model, or a larger work: no)."""
+    if d_model is None:
+        return False
+    work = samples * d_model
+    points = sorted(COMPILE_MEASURED.get(model, []), key=lambda pt: pt[0] * pt[0] * pt[1])
+    at = next((pt for pt in points if pt[0] * pt[0] * pt[1] >= work), None)
+    return at is not None and at[2] >= COMPILE_MIN_GAIN
+
+
+def choose_compile(cfg: DictConfig, machine: Machine | None, last: int) -> str:
+    """`train.compile`, with auto resolved where the machine is known: always on a CPU with a C++ compiler when the
+    budget (`last`) is at least COMPILE_MIN_BUDGET and compiling pays at the run's work (compile_pays), never
+    elsewhere (GPUs and packs are not measured compiled)."""
+    import shutil
+
+    choice = cfg.train.compile
+    if choice != "auto" or machine is None:
+        return choice
+    cpu = machine.device == "cpu" and any(shutil.which(c) for c in COMPILERS)
+    pays = compile_pays(cfg.model.name, cfg.model.get("d_model"), task_samples(cfg))
+    return "always" if cpu and pays and last >= COMPILE_MIN_BUDGET else "never"
 
 
 def prepare(
@@ -260,6 +301,7 @@ def prepare(
         if machine is not None:  # resolved once, before the run record: a resume that resolves otherwise is refused
             cfg.train.precision = choose_precision(cfg, machine)
         cfg.train.pack_forward = choose_pack_forward(cfg, machine, classes["model"])
+        cfg.train.compile = choose_compile(cfg, machine, budget(cfg.train)[0])
     size = task_size(cfg)
     d_model = cfg.model.get("d_model")
     last, unit = budget(cfg.train)
@@ -268,7 +310,7 @@ def prepare(
     return Run(
         cfg=cfg, d_model=d_model, task_size=size, ratio=None if d_model is None else d_model / size, budget=last,
         unit=unit, group=cfg.logger.get("group"), precision=cfg.train.precision, engine=choose_engine(cfg, machine),
-        pack_forward=cfg.train.pack_forward, machine=machine, coords=coords,
+        pack_forward=cfg.train.pack_forward, compile=cfg.train.compile, machine=machine, coords=coords,
     )  # fmt: skip
 
 

@@ -183,9 +183,7 @@ def _made_by(run_dir: Path) -> str:
     return f"; it was made by grokpipe {prov.get('grokpipe_version')} at commit {prov.get('commit')}"
 
 
-def reproduce(
-    run_dir: Path, out_dir: Path, epochs: int | None = None, rtol: float = 1e-4, atol: float = 1e-8
-) -> dict:
+def reproduce(run_dir: Path, out_dir: Path, epochs: int | None = None, rtol: float = 1e-4, atol: float = 1e-8) -> dict:
     """Train `run_dir`'s recorded config again in `out_dir` (its first `epochs` epochs, or as recorded) and
     compare. Returns the report, also written to out_dir/reproduce.json."""
     import grokpipe.run.provenance as provenance
@@ -257,6 +255,11 @@ def pack_of(run_dir: Path) -> list[Path] | None:
 def _prepare_rerun(cfg: DictConfig, epochs: int | None, recorded: dict | None) -> None:
     """`cfg` as it re-runs: its first `epochs` (or as recorded), the recorded thread count, no logger."""
     with open_dict(cfg):
+        if epochs is not None and cfg.train.get("compile") == "auto":  # as the whole run resolved it, by its budget
+            from grokpipe.config.validate import budget, choose_compile
+            from grokpipe.run.train import machine_of
+
+            cfg.train.compile = choose_compile(cfg, machine_of(cfg.train.device), budget(cfg.train)[0])
         if epochs is not None:  # a run counted in steps (train.max_steps) re-runs its first N steps
             cfg.train["max_steps" if cfg.train.get("max_steps") else "max_epochs"] = epochs
         if cfg.train.get("threads") is None and recorded and recorded.get("threads"):

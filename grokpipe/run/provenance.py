@@ -43,8 +43,18 @@ ENV_KEYS = (
     "SLURM_CLUSTER_NAME",
 )
 # what a re-run's provenance is compared on (the rest, time and host, differ by nature)
-COMPARED = ("grokpipe_version", "commit", "dirty", "python", "packages", "device_name", "cpu_flags", "threads",
-            "precision", "determinism")
+COMPARED = (
+    "grokpipe_version",
+    "commit",
+    "dirty",
+    "python",
+    "packages",
+    "device_name",
+    "cpu_flags",
+    "threads",
+    "precision",
+    "determinism",
+)
 
 
 @cache
@@ -103,8 +113,13 @@ def _gpu(device: torch.device) -> dict:
         driver = out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"gpu_name": props.name, "gpu_capability": f"{props.major}.{props.minor}", "gpu_driver": driver,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+    return {
+        "gpu_name": props.name,
+        "gpu_capability": f"{props.major}.{props.minor}",
+        "gpu_driver": driver,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }
 
 
 def determinism() -> dict:
@@ -188,8 +203,12 @@ def record(run_dir: Path, device: torch.device, precision: str, start_epoch: int
         first = {**now, "resumes": []}
     else:
         first.setdefault("resumes", []).append(
-            {"epoch": start_epoch, "started": now["started"], "host": now["host"],
-             "differs": {k: list(v) for k, v in differences(first, now).items()}}
+            {
+                "epoch": start_epoch,
+                "started": now["started"],
+                "host": now["host"],
+                "differs": {k: list(v) for k, v in differences(first, now).items()},
+            }
         )
     write_summary(path, first)
     return first

@@ -115,9 +115,26 @@ def train(cfgs: list[DictConfig | Run], run_dirs: list[Path], sweep_dir: str | N
     start = _align(records, ckpts, device)
     vmap = len(records) > 1 or runs[0].engine == "packed"
     loop = Loop(records, models, splits, ckpts, start, device, vmap)
+    if tc.compile == "always":
+        compile_model(loop, sweep_dir)
     for n, summary in zip(index, loop.run()):
         results[n] = summary
     return results
+
+
+COMPILE_CACHE = ".compile_cache"  # in a sweep dir: inductor's on-disk cache, shared by the sweep's cells
+
+
+def compile_model(loop: Loop, sweep_dir: str | None) -> None:
+    """A single run's model through torch.compile (inductor), its step and evaluation compiled on first call. A
+    sweep's cells share one on-disk cache (<sweep dir>/.compile_cache, unless TORCHINDUCTOR_CACHE_DIR is set), so
+    only the first cell of a shape compiles cold. A pack stays eager (not measured compiled): one note."""
+    if loop.stack.m > 1 or not hasattr(loop.stack, "model"):
+        print("note: train.compile: a pack is not compiled; it trains eager", flush=True)
+        return
+    if sweep_dir is not None and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(sweep_dir) / COMPILE_CACHE)
+    loop.stack.model.compile()
 
 
 def _align(records: list[RunRecord], ckpts: list, device) -> int:

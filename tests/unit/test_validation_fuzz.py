@@ -171,6 +171,7 @@ TRAIN = {
     "threads": None,
     "engine": "auto",
     "pack_forward": "auto",
+    "compile": "never",
     "sync_every": 10,
     "cuda_graph": True,
     "latest_every": 100,
@@ -346,6 +347,7 @@ DOMAIN = {
     "train.threads": nullable(integer(1, 1024)),
     "train.engine": choice("auto", "loop", "packed"),
     "train.pack_forward": choice("auto", "batched", "vmap"),
+    "train.compile": choice("never", "always", "auto"),
     "train.sync_every": integer(1, 10**6),
     "train.cuda_graph": flag,
     "train.latest_every": integer(0, 10**9),
@@ -697,6 +699,7 @@ VALUES = {
     "train.engine": (some("auto", "loop", "packed"), ["fast", "vmap"]),
     # batched is refused for a model without a hand-batched forward (a cross-key rule of its own test)
     "train.pack_forward": (some("auto", "vmap"), ["fast", "loop", "Batched"]),
+    "train.compile": (some("never"), [True, "on", "yes"]),  # auto compiles at a large budget: 35 s
     "train.sync_every": (some(1, 10), [10**6, 10**6 + 1]),
     "train.cuda_graph": (some(True, False), ["maybe", 1]),
     "train.latest_every": (some(0, 1, 3), [10**9, 10**9 + 1, -1]),
