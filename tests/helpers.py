@@ -247,6 +247,17 @@ def needs_devinterp():
     return devinterp
 
 
+def needs_compiler() -> None:
+    """A C++ compiler for train.compile (inductor): skip without one, except under CI, where it is a failure
+    (.ci/run installs g++)."""
+    from grokpipe.config.validate import COMPILERS
+
+    if not any(shutil.which(c) for c in COMPILERS):
+        if os.environ.get("CI"):
+            pytest.fail(f"no C++ compiler ({', '.join(COMPILERS)}) on PATH: .ci/run installs g++, CI compiles for real")
+        pytest.skip(f"no C++ compiler ({', '.join(COMPILERS)}) on PATH")
+
+
 def cluster_answers() -> bool:
     """Whether a SLURM controller answers with a usable node (scripts/slurm_up.sh starts one)."""
     if not shutil.which("sinfo"):

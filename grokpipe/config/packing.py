@@ -10,6 +10,7 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
+from grokpipe.config.validate import measured_at, prepare
 from grokpipe.core.errors import ConfigError
 from grokpipe.optim import PER_MEMBER as OPTIM_PER_MEMBER
 
@@ -69,8 +70,6 @@ def group_keys(keys: list[str], max_members: int | None = None, caps: dict[str, 
 
 def group_by_shape(cfgs: list[DictConfig], max_members: int | None = None) -> list[list[int]]:
     """Indices of `cfgs` grouped into packable sets (equal shape_key), in first-seen order, at most max_members each."""
-    from grokpipe.config.validate import prepare
-
     for cfg in cfgs:
         prepare(cfg)
     return group_keys([shape_text(cfg) for cfg in cfgs], max_members)
@@ -80,8 +79,8 @@ def group_by_shape(cfgs: list[DictConfig], max_members: int | None = None) -> li
 # fp32, one torch thread each, the pack computed as train.pack_forward=auto computes it on a CPU: batched for the
 # transformer and the MLP, vmap for Nanda's model; scripts/bench_pack.py, docs/benchmarks.md "Where a pack's time
 # goes"): model -> [(p of (a + b) mod p, so p^2 samples; d_model; best member count; pack speed over a single
-# run's)]. A pack's gain falls as a member's work grows (pack_work: samples x width), from launch-bound to bound by
-# per-sample arithmetic: the rule reads the nearest measured point of at least this work.
+# run's)]. A pack's gain falls as a member's work grows (validate.pack_work: samples x width), from launch-bound to
+# bound by per-sample arithmetic: the rule reads the nearest measured point of at least this work.
 CPU_PACK_MEASURED: dict[str, list[tuple[int, int, int, float]]] = {
     "transformer": [
         (23, 4, 32, 3.45), (23, 12, 32, 2.42), (23, 24, 8, 1.65), (23, 48, 8, 1.13), (23, 92, 8, 0.92),
@@ -101,20 +100,10 @@ CPU_PACK_MEASURED: dict[str, list[tuple[int, int, int, float]]] = {
 CPU_PACK_MIN_GAIN = 1.1
 
 
-def pack_work(samples: int, d_model: int) -> int:
-    """A member's work per epoch as the rule compares it: the task's samples (all of them: the evaluation reads
-    every one) times the width."""
-    return samples * d_model
-
-
 def cpu_pack_members(model: str, d_model: int | None, samples: int) -> int:
     """Members per pack for CPU cells of `model` (its config's `name`) at this width on a task of `samples` samples
     (grokpipe.config.validate.task_samples): the measured best count where a pack paid at least CPU_PACK_MIN_GAIN at
-    the nearest measured work at or above this one's, else 1 (one job per cell). Unmeasured models, and work beyond
-    every measured point, get 1."""
-    if d_model is None:
-        return 1
-    work = pack_work(samples, d_model)
-    points = sorted(CPU_PACK_MEASURED.get(model, []), key=lambda pt: pack_work(pt[0] * pt[0], pt[1]))
-    at = next((pt for pt in points if pack_work(pt[0] * pt[0], pt[1]) >= work), None)
+    the nearest measured work at or above this one's (grokpipe.config.validate.measured_at), else 1 (one job per
+    cell). Unmeasured models, and work beyond every measured point, get 1."""
+    at = measured_at(CPU_PACK_MEASURED.get(model, []), samples, d_model)
     return at[2] if at is not None and at[3] >= CPU_PACK_MIN_GAIN else 1

@@ -196,7 +196,7 @@ def choose_pack_forward(cfg: DictConfig, machine: Machine | None, model_class: t
 
 
 # train.compile=auto: a single CPU run is compiled where its budget is at least COMPILE_MIN_BUDGET epochs (or steps)
-# and a compiled run of its work (samples x width, as grokpipe.config.packing.pack_work) was measured at least
+# and a compiled run of its work (samples x width, pack_work) was measured at least
 # COMPILE_MIN_GAIN faster per epoch, read at the nearest measured work at or above the run's. Compiling costs about
 # 35 s cold (an empty cache) and 5-6 s warm; at the measured points the warm compile repaid after 304 (p=97,
 # d_model 32) to 5,177 epochs (p=23, 24), the cold one after 2,005 to 34,382 (scripts/bench_compile.py,
@@ -209,14 +209,26 @@ COMPILE_MIN_GAIN = 1.1
 COMPILERS = ("c++", "g++", "clang++")  # inductor's CPU code is C++: without one on PATH it cannot compile
 
 
+def pack_work(samples: int, d_model: int) -> int:
+    """A member's work per epoch as the rule compares it: the task's samples (all of them: the evaluation reads
+    every one) times the width."""
+    return samples * d_model
+
+
+def measured_at(points: list[tuple], samples: int, d_model: int | None) -> tuple | None:
+    """Of measured points (p, d_model, ...; p^2 samples each), the one of least work (pack_work) at or above a run's
+    of `samples` samples at `d_model`; None where the width is unknown or every point's work is smaller."""
+    if d_model is None:
+        return None
+    work = pack_work(samples, d_model)
+    at_or_above = [pt for pt in points if pack_work(pt[0] * pt[0], pt[1]) >= work]
+    return min(at_or_above, key=lambda pt: pack_work(pt[0] * pt[0], pt[1]), default=None)
+
+
 def compile_pays(model: str, d_model: int | None, samples: int) -> bool:
     """Whether a compiled run of `model` at this width on `samples` samples was measured faster by COMPILE_MIN_GAIN,
-    at the nearest measured work at or above its own (an unmeasured model, or a larger work: no)."""
-    if d_model is None:
-        return False
-    work = samples * d_model
-    points = sorted(COMPILE_MEASURED.get(model, []), key=lambda pt: pt[0] * pt[0] * pt[1])
-    at = next((pt for pt in points if pt[0] * pt[0] * pt[1] >= work), None)
+    at the nearest measured work at or above its own (measured_at; an unmeasured model, or a larger work: no)."""
+    at = measured_at(COMPILE_MEASURED.get(model, []), samples, d_model)
     return at is not None and at[2] >= COMPILE_MIN_GAIN
 
 
@@ -295,16 +307,16 @@ def prepare(
         )
     if callable(machine):
         machine = machine(cfg.train.device)
+    last, unit = budget(cfg.train)
     with open_dict(cfg):
         if sweep_dir is not None and cfg.logger.get("group") is None:
             cfg.logger.group = sweep_group(str(sweep_dir))
         if machine is not None:  # resolved once, before the run record: a resume that resolves otherwise is refused
             cfg.train.precision = choose_precision(cfg, machine)
         cfg.train.pack_forward = choose_pack_forward(cfg, machine, classes["model"])
-        cfg.train.compile = choose_compile(cfg, machine, budget(cfg.train)[0])
+        cfg.train.compile = choose_compile(cfg, machine, last)
     size = task_size(cfg)
     d_model = cfg.model.get("d_model")
-    last, unit = budget(cfg.train)
     coords = coordinates(cell[0], cell[1], cfg) if cell is not None else {}
     OmegaConf.set_readonly(cfg, True)
     return Run(

@@ -80,7 +80,7 @@ def run_pack(sweep_dir: Path, k: int) -> list:
         try:
             return [s.get("grok_epoch") for s in train(cfgs, dirs, str(sweep_dir))]
         except Exception as exc:  # noqa: BLE001 - whatever it was, each cell alone says whether it was its own
-            what = exc.strerror if isinstance(exc, StorageError) else str(exc).splitlines()[0] if str(exc) else ""
+            what = exc.strerror if isinstance(exc, StorageError) else (str(exc).splitlines() or [""])[0]
             print(f"pack {k} stopped ({type(exc).__name__}: {what}); its cells go on one by one", flush=True)
     epochs = []
     for run_dir, cfg in zip(dirs, cfgs):

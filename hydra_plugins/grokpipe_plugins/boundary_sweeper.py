@@ -150,9 +150,11 @@ class BoundarySweeper(GridSweeper):
             todo = []
             for v, search in searches.items():
                 probes, confirm = search.next(self.sections, first_seed_only)
-                todo += [(v, i, seeds[0]) for i in probes] if first_seed_only else [
-                    (v, i, s) for i in probes for s in seeds
-                ]
+                todo += (
+                    [(v, i, seeds[0]) for i in probes]
+                    if first_seed_only
+                    else [(v, i, s) for i in probes for s in seeds]
+                )
                 todo += [(v, i, s) for i in confirm for s in self._more_seeds(state, v, i, seeds)]
             todo = [t for t in todo if not self._finished(state, t)]
             if not todo:

@@ -46,6 +46,7 @@ class GridSweeper(BasicSweeper):
             fail(str(exc))
         super().__init__(max_batch_size=self.settings.max_batch_size, params=self.settings.params)
         self.pack, self.max_members = self.settings.pack, self.settings.max_members
+        self.caps: dict[str, int] | None = None  # members per pack by shape, where pack=auto decided per shape
 
     SETTINGS = GridSettings
 
@@ -179,7 +180,7 @@ class GridSweeper(BasicSweeper):
         from grokpipe.config.packing import shape_text
         from grokpipe.core.cells import read_packs
 
-        packs = group_packs(Plan(cells, plan.configs), shape_text, self.max_members, getattr(self, "caps", None))
+        packs = group_packs(Plan(cells, plan.configs), shape_text, self.max_members, self.caps)
         slots = getattr(self.launcher, "slots", None)  # a launcher that runs several jobs at a time on this machine
         if callable(slots):
             packs = fill_slots(packs, slots(), lambda pack: sum(_work(plan.configs[cells[i].cls]) for i in pack))
@@ -233,7 +234,6 @@ def _span(cfgs: list) -> str:
 
 def _work(cfg) -> float:
     """A cell's expected work, to order pack jobs: its budget times a member's work per epoch."""
-    from grokpipe.config.packing import pack_work
-    from grokpipe.config.validate import budget, task_samples
+    from grokpipe.config.validate import budget, pack_work, task_samples
 
     return budget(cfg.train)[0] * pack_work(task_samples(cfg), cfg.model.get("d_model") or 1)

@@ -3,13 +3,10 @@ budget repays a cold compile, on a CPU with a C++ compiler."""
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
 import torch
-from helpers import compose_cfg, without_elapsed
+from helpers import compose_cfg, needs_compiler, without_elapsed
 
-from grokpipe.config.validate import COMPILE_MIN_BUDGET, COMPILERS, Machine, choose_compile, prepare
+from grokpipe.config.validate import COMPILE_MIN_BUDGET, Machine, choose_compile, prepare
 from grokpipe.core.outputs import read_metrics
 from grokpipe.run.train import COMPILE_CACHE, train
 
@@ -20,8 +17,8 @@ def _weights(run_dir):
     return torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["model"]
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in COMPILERS), reason="needs a C++ compiler (.ci/run installs g++)")
 def test_a_compiled_run_re_runs_bit_for_bit_from_its_sweeps_cache(tmp_path, monkeypatch):
+    needs_compiler()
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     sweep = tmp_path / "sw"
     dirs = [sweep / "0", sweep / "1", tmp_path / "eager"]
