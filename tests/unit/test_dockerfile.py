@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from importlib.metadata import distributions, version
 from pathlib import Path
 
@@ -123,7 +124,10 @@ def test_installed_is_exactly_the_lock():
         pytest.skip(f"Python {platform.python_version()} on {platform.machine()}, torch {torch_build}: not the lock's")
     lock = _lock()
     floating, installed = [], set()
-    for dist in distributions():
+    # the environment's site-packages, not sys.path: importing setuptools (torch.compile's C++ builder does) appends
+    # its _vendor dir, whose vendored dists are not installed packages
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    for dist in distributions(path=site):
         name = canonicalize_name(dist.metadata["Name"])
         installed.add(name)
         if name != "grokpipe" and lock.get(name, (None,))[0] != dist.version:
